@@ -1,0 +1,54 @@
+"""Command-line entry points. Hydra apps read their configs from jettag's `configs/` directory."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from jettag.errors import JetTagError
+from jettag.paths import config_dir, sample_path
+
+
+def _eval_dir(run_dir: str | None, ckpt_path: str | None) -> str:
+    """Where jettag-eval writes: <run>/eval for a run (or a checkpoint inside one), else outputs/eval/<time>."""
+    if run_dir:
+        return str(Path(run_dir) / "eval")
+    if ckpt_path and Path(ckpt_path).parent.name == "checkpoints":
+        return str(Path(ckpt_path).parent.parent / "eval")
+    return f"outputs/eval/{datetime.datetime.now():%Y-%m-%d/%H-%M-%S}"
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("jettag.sample"):
+        OmegaConf.register_new_resolver("jettag.sample", lambda name: str(sample_path(name)))
+    if not OmegaConf.has_resolver("jettag.eval_dir"):
+        OmegaConf.register_new_resolver("jettag.eval_dir", _eval_dir)
+
+
+def hydra_app(config_name: str, prog: str):
+    """A Hydra entry point on jettag's configs that reports user errors in one sentence (exit 2)."""
+    register_resolvers()
+
+    def decorate(task):
+        @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
+        @functools.wraps(task)
+        def main(cfg):
+            try:
+                return task(cfg)
+            except JetTagError as err:
+                print(f"{prog}: error: {err}", file=sys.stderr)
+                sys.exit(2)
+            except MissingMandatoryValue as err:
+                print(f"{prog}: error: {err.full_key} is not set; pass {err.full_key}=... on the command line.",
+                      file=sys.stderr)  # fmt: skip
+                sys.exit(2)
+
+        return main
+
+    return decorate

@@ -1,0 +1,76 @@
+"""jettag-train: train a tagger, evaluate its best checkpoint on the test files, write the report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from jettag.cli import hydra_app
+from jettag.pipeline import (
+    as_dict,
+    build_datamodule,
+    build_features,
+    build_model,
+    build_trainer,
+    check_required,
+    count_parameters,
+    resolve_ckpt_path,
+    write_test_report,
+)
+
+log = logging.getLogger("jettag.train")
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, test, report; returns the best validation AUC (the metric sweeps optimize)."""
+    check_required(cfg, "data")
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.output_dir)
+    features = build_features(cfg.features)
+    datamodule = build_datamodule(cfg.data, features, cfg.seed)
+    datamodule.setup("fit")  # read the data now: input errors surface before training starts
+    model = build_model(cfg.model, features.num_features, datamodule.num_classes)
+    task = hydra.utils.instantiate(
+        cfg.task, model=model, class_names=datamodule.class_names, background=datamodule.background
+    )
+    task.run_config = as_dict(cfg)
+    trainer = build_trainer(cfg)
+    log.info("%s: %d parameters; run directory %s", type(model).__name__, count_parameters(model), run_dir)
+
+    start = time.perf_counter()
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, run_dir))
+    train_seconds = time.perf_counter() - start
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_score if checkpoint is not None else None
+    if not cfg.test:
+        return float(best) if best is not None else None
+
+    trainer.test(task, datamodule=datamodule, ckpt_path="best" if checkpoint and checkpoint.best_model_path else None)
+    info = {
+        "model": type(model).__name__,
+        "parameters": count_parameters(model),
+        "features": features.name,
+        "checkpoint": checkpoint.best_model_path if checkpoint else None,
+        "epochs": trainer.current_epoch,
+        "optimizer_steps": trainer.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "best_val_auc": float(best) if best is not None else None,
+        "seed": cfg.seed,
+        "train_files": list(cfg.data.train_files),
+        "test_files": list(cfg.data.test_files),
+    }
+    metrics = write_test_report(task, datamodule, run_dir, info)
+    log.info("test: accuracy %.4f, AUC %.4f, Rej50 %.1f; report in %s",
+             metrics["accuracy"], metrics["auc"], metrics["rej50"], run_dir / "report.md")  # fmt: skip
+    return float(best) if best is not None else None
+
+
+main = hydra_app("train", "jettag-train")(train)
+
+if __name__ == "__main__":
+    main()

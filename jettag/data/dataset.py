@@ -1,0 +1,111 @@
+"""Jets in memory, padded batch by batch into tensors with a boolean mask.
+
+A batch is padded only to the longest jet it contains, not to `max_particles`: padding costs
+compute in every attention block, and the models give the same scores either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from jettag.data.jets import JetArrays
+
+
+class JetDataset(Dataset):
+    """Indexed by a list of jet indices, it returns a whole padded batch.
+
+    Use it with `batch_size=None` and a batch sampler (see `JetDataModule`). A batch is a dict:
+    `x` (B, N, C) features, `v` (B, N, 4) four-vectors, `mask` (B, N) True for real particles,
+    `y` (B,) class index, `index` (B,) position of each jet in the dataset.
+    """
+
+    def __init__(self, jets: JetArrays):
+        self.jets = jets
+        self.features = torch.from_numpy(np.ascontiguousarray(jets.features))
+        self.vectors = torch.from_numpy(np.ascontiguousarray(jets.vectors))
+        self.counts = np.asarray(jets.counts, dtype=np.int64)
+        self.offsets = np.cumsum(self.counts) - self.counts
+        self.labels = torch.from_numpy(np.asarray(jets.labels, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def __getitem__(self, index) -> dict[str, torch.Tensor]:
+        index = np.atleast_1d(np.asarray(index, dtype=np.int64))
+        counts = self.counts[index]
+        batch, length = len(index), max(int(counts.max()), 1)
+        # Destination (row, column) and source row in the flat particle table of every particle.
+        rows = np.repeat(np.arange(batch), counts)
+        cols = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        src = torch.from_numpy(np.repeat(self.offsets[index], counts) + cols)
+        rows, cols = torch.from_numpy(rows), torch.from_numpy(cols)
+        x = self.features.new_zeros(batch, length, self.features.shape[1])
+        v = self.vectors.new_zeros(batch, length, 4)
+        mask = torch.zeros(batch, length, dtype=torch.bool)
+        x[rows, cols] = self.features[src]
+        v[rows, cols] = self.vectors[src]
+        mask[rows, cols] = True
+        index_t = torch.from_numpy(index)
+        return {"x": x, "v": v, "mask": mask, "y": self.labels[index_t], "index": index_t}
+
+
+class JetBatchSampler(Sampler[list[int]]):
+    """Batches of jet indices, optionally shuffled and grouped by particle multiplicity.
+
+    With `group_by_length`, jets are shuffled, then sorted by multiplicity within windows of
+    `group_window` batches, cut into batches and the batches shuffled again: batches hold jets of
+    similar size (less padding) while every epoch still sees a new random order. Without
+    shuffling (evaluation) it orders all jets by multiplicity.
+    """
+
+    def __init__(
+        self,
+        counts: Sequence[int],
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool = False,
+        group_by_length: bool = False,
+        group_window: int = 50,
+        seed: int = 0,
+    ):
+        self.counts = np.asarray(counts)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.group_by_length = group_by_length
+        self.group_window = group_window
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.counts)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n = len(self.counts)
+        if not self.shuffle:
+            # Evaluation: sorting by multiplicity minimizes padding; batches carry each jet's index.
+            order = np.argsort(-self.counts, kind="stable") if self.group_by_length else np.arange(n)
+        else:
+            rng = np.random.default_rng((self.seed, self.epoch))
+            self.epoch += 1
+            order = rng.permutation(n)
+            if self.group_by_length:
+                window = self.batch_size * self.group_window
+                for start in range(0, n, window):
+                    part = order[start : start + window]
+                    order[start : start + window] = part[np.argsort(-self.counts[part], kind="stable")]
+        batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        if self.shuffle and self.group_by_length:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        for b in batches:
+            yield b.tolist()

@@ -1,0 +1,229 @@
+"""From a chunk of jets read from a file to model inputs: standardized features, four-vectors, labels.
+
+`JetArrays` keeps the particles of many jets flat (one row per particle) with the number of
+particles per jet, the layout that is cheapest to store and to pad batch by batch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import awkward as ak
+import numpy as np
+
+from jettag.data.labels import LabelSpec
+from jettag.data.reader import Chunk, JetFile
+from jettag.errors import DataError
+from jettag.features.kinematics import FOUR_MOMENTUM, JET_AXIS, jet_axis_from_particles
+from jettag.features.sets import FeatureSet
+from jettag.features.variables import VariableComputer, required_branches
+
+DERIVED_OBSERVERS = frozenset({*JET_AXIS, "jet_mass", "jet_nparticles"})
+
+
+@dataclass
+class JetArrays:
+    features: np.ndarray  # (particles, C) float32, standardized
+    vectors: np.ndarray  # (particles, 4) float32: px, py, pz, E
+    counts: np.ndarray  # (jets,) particles per jet after truncation
+    labels: np.ndarray  # (jets,) class index
+    truth: dict[str, np.ndarray] = field(default_factory=dict)  # label branches as read
+    observers: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[JetArrays]) -> JetArrays:
+        first = parts[0]
+        return cls(
+            features=np.concatenate([p.features for p in parts]),
+            vectors=np.concatenate([p.vectors for p in parts]),
+            counts=np.concatenate([p.counts for p in parts]),
+            labels=np.concatenate([p.labels for p in parts]),
+            truth={k: np.concatenate([p.truth[k] for p in parts]) for k in first.truth},
+            observers={k: np.concatenate([p.observers[k] for p in parts]) for k in first.observers},
+        )
+
+
+@dataclass
+class ReadPlan:
+    """Which branches of one file to read, under their names in the file."""
+
+    particle: list[str]
+    jet: list[str]
+    observers: list[str]
+    labels: list[str]
+
+    def all_branches(self, rename: Mapping[str, str]) -> list[str]:
+        names = {*self.particle, *self.jet, *self.observers, *self.labels}
+        return sorted(rename.get(n, n) for n in names)
+
+
+class JetBuilder:
+    """Turns chunks of jets (awkward arrays) into `JetArrays` for one feature set.
+
+    Jets without particles are skipped and counted when `skip_empty` (the default), otherwise
+    they are an error; jets with a NaN or infinite input are an error unless `drop_nonfinite`,
+    in which case they too are skipped and counted.
+    """
+
+    def __init__(
+        self,
+        features: FeatureSet,
+        labels: LabelSpec | None,
+        observers: Sequence[str] = (),
+        branches: Mapping[str, str] | None = None,
+        skip_empty: bool = True,
+        drop_nonfinite: bool = False,
+    ):
+        self.features = features
+        self.labels = labels
+        self.observers = list(observers)
+        self.rename = dict(branches or {})  # canonical name -> name in the file
+        self.skip_empty = skip_empty
+        self.drop_nonfinite = drop_nonfinite
+
+    def plan(self, jet_file: JetFile) -> ReadPlan:
+        inverse = {v: k for k, v in self.rename.items()}
+        available = {inverse.get(b, b) for b in jet_file.branches}
+        read, missing = required_branches(self.features.names, available)
+        if missing:
+            names = ", ".join(sorted(missing))
+            raise DataError(
+                f"'{jet_file.path}' has no branch {names} for feature set '{self.features.name}' and it cannot be "
+                f"derived from the four-momenta; choose another feature set or map it with data.branches."
+            )
+        self._check(jet_file, read, f"the four-momenta and feature set '{self.features.name}'")
+        label_branches = list(self.labels.branches) if self.labels else []
+        self._check(jet_file, label_branches, "data.labels")
+        read_observers = [o for o in self.observers if o in available or o not in DERIVED_OBSERVERS]
+        self._check(jet_file, read_observers, "data.observers")
+        jet_read = [n for n in read if n in JET_AXIS]
+        particle_read = [n for n in read if n not in JET_AXIS]
+        return ReadPlan(particle_read, jet_read, read_observers, label_branches)
+
+    def _check(self, jet_file: JetFile, names, purpose: str) -> None:
+        jet_file.check_branches([self.rename.get(n, n) for n in names], purpose)
+
+    def build(self, chunk: Chunk, plan: ReadPlan) -> tuple[JetArrays, Counter]:
+        skipped: Counter = Counter()
+        arrays, where, first = chunk.arrays, chunk.where, chunk.start
+
+        def column(name: str) -> ak.Array:
+            return arrays[self.rename.get(name, name)]
+
+        particles, counts = {}, None
+        for name in plan.particle:
+            values = column(name)
+            if values.ndim != 2:
+                raise DataError(f"{where}: branch '{name}' has one value per jet; a particle feature needs one per particle.")
+            n = ak.to_numpy(ak.num(values, axis=1))
+            if counts is None:
+                counts = n
+            elif not np.array_equal(n, counts):
+                raise DataError(f"{where}: branches '{plan.particle[0]}' and '{name}' have different particle counts.")
+            particles[name] = ak.to_numpy(ak.flatten(values)).astype(np.float32, copy=False)
+        jets = {}
+        for name in plan.jet:
+            values = column(name)
+            if values.ndim != 1:
+                raise DataError(f"{where}: branch '{name}' must hold one value per jet.")
+            jets[name] = ak.to_numpy(values).astype(np.float32, copy=False)
+        num_jets = len(counts)
+        jet_of_particle = np.repeat(np.arange(num_jets), counts)
+
+        # Jets to drop: no particles, or (when allowed) non-finite inputs.
+        drop = np.zeros(num_jets, dtype=bool)
+        for name, values in {**particles, **jets}.items():
+            bad = ~np.isfinite(values)
+            if bad.any():
+                bad_jets = jet_of_particle[bad] if name in particles else np.flatnonzero(bad)
+                if not self.drop_nonfinite:
+                    raise DataError(
+                        f"{where}: branch '{name}' has a NaN or infinite value at entry {first + bad_jets[0]}; "
+                        "fix the file, or set data.drop_nonfinite_jets=true to skip such jets (they are counted)."
+                    )
+                drop[bad_jets] = True
+        skipped["nonfinite_inputs"] += int(drop.sum())
+        empty = (counts == 0) & ~drop
+        if empty.any():
+            if not self.skip_empty:
+                raise DataError(
+                    f"{where}: the jet at entry {first + int(np.argmax(empty))} has no particles; remove such jets "
+                    "or set data.skip_empty_jets=true to skip them (they are counted)."
+                )
+            skipped["no_particles"] += int(empty.sum())
+            drop |= empty
+
+        labels, truth = (
+            self.labels.decode(arrays, where, first) if self.labels else (np.zeros(num_jets, np.int64), {})
+        )
+        missing_axis = [n for n in JET_AXIS if n not in jets]
+        if missing_axis or "jet_mass" in self.observers:
+            derived = jet_axis_from_particles(*(particles[n] for n in FOUR_MOMENTUM), counts)
+            for name in missing_axis:
+                jets[name] = derived[name]
+        else:
+            derived = {}
+        observers = {}
+        for name in self.observers:
+            if name in plan.observers:
+                values = column(name)
+                if values.ndim != 1:
+                    raise DataError(f"{where}: observer '{name}' holds several values per jet; observers need one.")
+                observers[name] = ak.to_numpy(values)
+            elif name == "jet_nparticles":
+                observers[name] = counts.astype(np.float32)
+            else:
+                observers[name] = (jets[name] if name in jets else derived[name]).astype(np.float32)
+
+        entries = np.arange(first, first + num_jets)
+        if drop.any():
+            keep = ~drop
+            entries = entries[keep]
+            keep_particle = np.repeat(keep, counts)
+            particles = {k: v[keep_particle] for k, v in particles.items()}
+            jets = {k: v[keep] for k, v in jets.items()}
+            counts, labels = counts[keep], labels[keep]
+            truth = {k: v[keep] for k, v in truth.items()}
+            observers = {k: v[keep] for k, v in observers.items()}
+
+        particles, counts = _sort_and_truncate(particles, counts, self.features.max_particles)
+        variables = VariableComputer(particles, jets, counts)
+        with np.errstate(invalid="ignore"):
+            features = np.stack([f.transform(variables(f.name)) for f in self.features.features], axis=1)
+        features = features.astype(np.float32, copy=False)
+        bad = ~np.isfinite(features)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            entry = int(np.repeat(entries, counts)[row])
+            raise DataError(
+                f"{where}: feature '{self.features.features[col].name}' is not finite for a particle of the jet "
+                f"at entry {entry} (from an input such as a zero or negative energy); check that jet's values."
+            )
+        vectors = np.stack([particles[n] for n in FOUR_MOMENTUM], axis=1).astype(np.float32, copy=False)
+        return JetArrays(features, vectors, counts.astype(np.int64), labels, truth, observers), skipped
+
+
+def _sort_and_truncate(
+    particles: dict[str, np.ndarray], counts: np.ndarray, max_particles: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Order each jet's particles by decreasing pT and keep at most `max_particles` of them."""
+    starts = np.cumsum(counts) - counts
+    jet_of_particle = np.repeat(np.arange(len(counts)), counts)
+    pt = np.hypot(particles["part_px"], particles["part_py"])
+    # Files are usually pT-ordered already; only sort when they are not.
+    descending = np.diff(pt) <= 0
+    same_jet = jet_of_particle[1:] == jet_of_particle[:-1]
+    if not np.all(descending | ~same_jet):
+        order = np.lexsort((-pt, jet_of_particle))
+        particles = {k: v[order] for k, v in particles.items()}
+    if counts.size and counts.max() > max_particles:
+        rank = np.arange(len(jet_of_particle)) - np.repeat(starts, counts)
+        keep = rank < max_particles
+        particles = {k: v[keep] for k, v in particles.items()}
+        counts = np.minimum(counts, max_particles)
+    return particles, counts

@@ -1,0 +1,100 @@
+"""Building the pieces of a run from its configuration, shared by `jettag-train` and `jettag-eval`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from jettag.data.datamodule import JetDataModule
+from jettag.errors import ConfigError
+from jettag.evaluation.report import write_report
+from jettag.features.sets import FeatureSet
+from jettag.tasks.classification import JetClassifier
+
+log = logging.getLogger(__name__)
+
+
+def as_dict(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def check_required(cfg: DictConfig, group: str) -> None:
+    """Name the first mandatory (`???`) value of `group` that is still unset."""
+    for key in OmegaConf.missing_keys(cfg[group]):
+        raise ConfigError(f"{group}.{key} is not set; pass it on the command line, e.g. {group}.{key}=...")
+
+
+def build_features(features_cfg) -> FeatureSet:
+    return FeatureSet.from_config(as_dict(features_cfg))
+
+
+def build_datamodule(data_cfg, features: FeatureSet, seed: int = 0) -> JetDataModule:
+    settings = as_dict(data_cfg)
+    settings.pop("_target_", None)
+    try:
+        return JetDataModule(features=features, seed=seed, **settings)
+    except TypeError as err:
+        raise ConfigError(f"the data config has a setting jettag does not know ({err}); check its spelling.") from None
+
+
+def build_model(model_cfg, input_dim: int, num_classes: int) -> nn.Module:
+    return hydra.utils.instantiate(as_dict(model_cfg), input_dim=input_dim, num_classes=num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_trainer(cfg: DictConfig, **overrides) -> L.Trainer:
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """`last` means the run directory's last checkpoint, if there is one (a fresh start if not)."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "last":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path: the checkpoint '{ckpt_path}' does not exist; check the path.")
+    return str(ckpt_path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path: the checkpoint '{path}' does not exist; check the path.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ConfigError(f"cannot read the checkpoint '{path}' ({err}); is it a complete PyTorch file?") from None
+    if not isinstance(checkpoint, Mapping) or "jettag" not in checkpoint or "state_dict" not in checkpoint:
+        raise ConfigError(f"'{path}' is not a checkpoint written by jettag-train (it lacks the run configuration).")
+    return checkpoint
+
+
+def write_test_report(task: JetClassifier, datamodule: JetDataModule, output_dir: Path, info: dict) -> dict:
+    """metrics.json, report.md, plots and predictions.root for the last `trainer.test` of `task`."""
+    jets = datamodule.dataset("test").jets
+    preds = task.predictions
+    info = {**info, "jets": datamodule.summary()}
+    return write_report(
+        output_dir,
+        preds["labels"],
+        preds["scores"],
+        datamodule.class_names,
+        truth=jets.truth,
+        observers=jets.observers,
+        background=datamodule.background,
+        info=info,
+    )

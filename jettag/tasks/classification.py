@@ -1,0 +1,122 @@
+"""Supervised jet classification as a LightningModule.
+
+The module receives its network from outside (any `nn.Module` taking `(x, v, mask)` and returning
+logits) and an optimizer / scheduler factory (Hydra `_partial_` objects). Validation and test
+metrics (accuracy, AUC, background rejection) are computed on all predictions of the epoch at
+once, never averaged over batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jettag.errors import DataError
+from jettag.evaluation.metrics import compute_metrics
+
+log = logging.getLogger(__name__)
+
+NO_WEIGHT_DECAY = ("cls_token",)
+
+
+class JetClassifier(L.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable | None = None,
+        class_names: Sequence[str] = (),
+        background: int = 0,
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.class_names = list(class_names)
+        self.background = background
+        self.label_smoothing = label_smoothing
+        self.run_config: dict | None = None  # the resolved run config, stored in checkpoints
+        self._outputs: dict[str, list] = {"val": [], "test": []}
+        self.predictions: dict[str, np.ndarray] = {}  # "scores", "labels" of the last test, by jet index
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(batch["x"], batch["v"], batch["mask"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch)
+        loss = F.cross_entropy(logits, batch["y"], label_smoothing=self.label_smoothing)
+        acc = (logits.argmax(-1) == batch["y"]).float().mean()
+        size = len(batch["y"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/acc", acc, prog_bar=True, batch_size=size)
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        logits = self(batch)
+        loss = F.cross_entropy(logits, batch["y"])
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(batch["y"]))
+        probs = torch.softmax(logits.float(), dim=-1)
+        self._outputs[stage].append((batch["index"].cpu(), probs.detach().cpu(), batch["y"].cpu()))
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _collect(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and labels of the epoch, ordered by jet index."""
+        outputs, self._outputs[stage] = self._outputs[stage], []
+        index = torch.cat([o[0] for o in outputs]).numpy()
+        order = np.argsort(index, kind="stable")
+        scores = torch.cat([o[1] for o in outputs]).numpy()[order]
+        labels = torch.cat([o[2] for o in outputs]).numpy()[order]
+        return scores, labels
+
+    def _log_metrics(self, stage: str, scores: np.ndarray, labels: np.ndarray) -> None:
+        try:
+            metrics = compute_metrics(labels, scores, self.class_names, self.background)
+        except DataError as err:
+            # e.g. a partial validation pass (sanity check, limit_val_batches) that misses a class
+            log.warning("%s metrics not computed: %s", stage, err)
+            metrics = {"accuracy": float((scores.argmax(1) == labels).mean()), "auc": math.nan, "rej50": math.nan}
+        for key, name in (("accuracy", "acc"), ("auc", "auc"), ("rej50", "rej50"), ("rej30", "rej30")):
+            if key in metrics:
+                self.log(f"{stage}/{name}", float(metrics[key]), prog_bar=stage == "val" and name in ("acc", "auc"))
+
+    def on_validation_epoch_end(self) -> None:
+        if self._outputs["val"]:
+            self._log_metrics("val", *self._collect("val"))
+
+    def on_test_epoch_end(self) -> None:
+        if self._outputs["test"]:
+            scores, labels = self._collect("test")
+            self.predictions = {"scores": scores, "labels": labels}
+            self._log_metrics("test", scores, labels)
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if param.ndim < 2 or name.split(".")[-1] in NO_WEIGHT_DECAY else decay).append(param)
+        optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["jettag"] = {
+            "config": self.run_config,
+            "class_names": self.class_names,
+            "background": self.background,
+        }

@@ -1,0 +1,57 @@
+"""Padding batch by batch, and the batch sampler."""
+
+import numpy as np
+import torch
+
+from jettag.data import JetArrays, JetBatchSampler, JetDataset
+
+
+def arrays(counts, features=3, seed=0):
+    rng = np.random.default_rng(seed)
+    total = int(np.sum(counts))
+    return JetArrays(
+        features=rng.normal(size=(total, features)).astype(np.float32),
+        vectors=rng.normal(size=(total, 4)).astype(np.float32),
+        counts=np.asarray(counts),
+        labels=np.arange(len(counts)) % 2,
+    )
+
+
+def test_padding_places_every_particle():
+    jets = arrays([3, 1, 5, 2])
+    ds = JetDataset(jets)
+    batch = ds[[2, 0, 3]]
+    assert batch["x"].shape == (3, 5, 3)  # padded to the longest jet of the batch only
+    offsets = np.cumsum(jets.counts) - jets.counts
+    for row, j in enumerate([2, 0, 3]):
+        n = jets.counts[j]
+        expected = torch.from_numpy(jets.features[offsets[j] : offsets[j] + n])
+        torch.testing.assert_close(batch["x"][row, :n], expected)
+        torch.testing.assert_close(batch["v"][row, :n], torch.from_numpy(jets.vectors[offsets[j] : offsets[j] + n]))
+        assert batch["mask"][row].tolist() == [True] * n + [False] * (5 - n)
+        assert (batch["x"][row, n:] == 0).all()
+    assert batch["y"].tolist() == [0, 0, 1] and batch["index"].tolist() == [2, 0, 3]
+
+
+def test_sampler_covers_each_jet_once_and_is_reproducible():
+    counts = np.random.default_rng(1).integers(1, 100, 1000)
+    for group in (False, True):
+        sampler = JetBatchSampler(counts, 64, shuffle=True, group_by_length=group, seed=3)
+        sampler.set_epoch(0)
+        first = [i for b in sampler for i in b]
+        assert sorted(first) == list(range(1000))
+        sampler.set_epoch(0)
+        assert [i for b in sampler for i in b] == first
+        sampler.set_epoch(1)
+        assert [i for b in sampler for i in b] != first
+
+
+def test_grouping_by_length_reduces_padding():
+    counts = np.random.default_rng(2).integers(1, 128, 5000)
+
+    def padded(sampler):
+        return sum(len(b) * counts[b].max() for b in map(np.array, sampler))
+
+    plain = padded(JetBatchSampler(counts, 128, shuffle=True, seed=0))
+    grouped = padded(JetBatchSampler(counts, 128, shuffle=True, group_by_length=True, seed=0))
+    assert grouped < 0.7 * plain
