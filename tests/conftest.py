@@ -8,6 +8,19 @@ import pytest
 from helpers import JETCLASS_LABELS, toy_jets, write_parquet, write_root
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Tiny batches: a second thread only adds synchronisation (and waits on a busy machine); the
+# command-line tools started by the tests inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import functools
+import logging
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -24,6 +26,22 @@ def _eval_dir(run_dir: str | None, ckpt_path: str | None) -> str:
     return f"outputs/eval/{datetime.datetime.now():%Y-%m-%d/%H-%M-%S}"
 
 
+# Lightning chatter that tells a user nothing about their run.
+_QUIET_PREFIXES = ("💡 Tip", "`Trainer(limit_", "`Trainer(val_check_interval", "Loading `train_dataloader`")
+
+
+class _QuietLightning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_QUIET_PREFIXES)
+
+
+def quiet_libraries() -> None:
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_QuietLightning())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers")
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("jettag.sample"):
         OmegaConf.register_new_resolver("jettag.sample", lambda name: str(sample_path(name)))
@@ -34,6 +52,7 @@ def register_resolvers() -> None:
 def hydra_app(config_name: str, prog: str):
     """A Hydra entry point on jettag's configs that reports user errors in one sentence (exit 2)."""
     register_resolvers()
+    quiet_libraries()
 
     def decorate(task):
         @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")

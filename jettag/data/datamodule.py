@@ -63,7 +63,7 @@ class JetDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         chunk_size: int = 100_000,
-        group_by_length: bool = True,
+        group_by_length: bool = False,
         skip_empty_jets: bool = True,
         drop_nonfinite_jets: bool = False,
         seed: int = 0,
@@ -130,7 +130,9 @@ class JetDataModule(L.LightningDataModule):
             self.batch_size if shuffle else self.eval_batch_size,
             shuffle=shuffle,
             drop_last=shuffle and len(dataset) > self.batch_size,
-            group_by_length=self.group_by_length,
+            # Evaluation always groups: eval-mode scores do not depend on the other jets of a batch.
+            group_by_length=self.group_by_length or not shuffle,
+            labels=dataset.labels.numpy() if shuffle else None,
             seed=self.seed,
         )
         return DataLoader(

@@ -60,6 +60,12 @@ class JetBatchSampler(Sampler[list[int]]):
     `group_window` batches, cut into batches and the batches shuffled again: batches hold jets of
     similar size (less padding) while every epoch still sees a new random order. Without
     shuffling (evaluation) it orders all jets by multiplicity.
+
+    Multiplicity tells classes apart (top jets have more particles than QCD jets), so plain
+    grouping makes training batches nearly single-class, and BatchNorm's batch statistics then
+    carry the label: training suffers badly. Given `labels`, training batches are grouped by the
+    *quantile* of a jet's multiplicity within its own class instead: each batch keeps the class
+    mix of the data set and still holds jets of similar size for their class.
     """
 
     def __init__(
@@ -71,8 +77,10 @@ class JetBatchSampler(Sampler[list[int]]):
         group_by_length: bool = False,
         group_window: int = 50,
         seed: int = 0,
+        labels: Sequence[int] | None = None,
     ):
         self.counts = np.asarray(counts)
+        self.labels = None if labels is None else np.asarray(labels)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -101,7 +109,7 @@ class JetBatchSampler(Sampler[list[int]]):
                 window = self.batch_size * self.group_window
                 for start in range(0, n, window):
                     part = order[start : start + window]
-                    order[start : start + window] = part[np.argsort(-self.counts[part], kind="stable")]
+                    order[start : start + window] = part[np.argsort(-self._size_key(part), kind="stable")]
         batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
@@ -109,3 +117,17 @@ class JetBatchSampler(Sampler[list[int]]):
             batches = [batches[i] for i in rng.permutation(len(batches))]
         for b in batches:
             yield b.tolist()
+
+    def _size_key(self, part: np.ndarray) -> np.ndarray:
+        """Multiplicity, or with labels its quantile within the jet's class (ties broken by order)."""
+        counts = self.counts[part]
+        if self.labels is None:
+            return counts.astype(np.float64)
+        key = np.empty(len(part))
+        labels = self.labels[part]
+        for label in np.unique(labels):
+            members = np.flatnonzero(labels == label)
+            rank = np.empty(len(members))
+            rank[np.argsort(counts[members], kind="stable")] = np.arange(len(members))
+            key[members] = (rank + 0.5) / len(members)
+        return key

@@ -95,8 +95,8 @@ def summary(jets: GeneratedJets, written: list[tuple[str, int, int]]) -> str:
     return "\n".join(lines)
 
 
-@report_user_errors("jettag-generate")
-def main(argv: list[str] | None = None) -> list[str]:
+def generate(argv: list[str] | None = None) -> list[str]:
+    """Run jettag-generate with the command-line arguments `argv`; returns the paths written."""
     args = parse_args(argv)
     paths = split_paths(os.path.expanduser(args.output), args.split)
     for path in paths:
@@ -123,6 +123,11 @@ def main(argv: list[str] | None = None) -> list[str]:
     if not args.quiet:
         print(summary(jets, written), file=sys.stderr)
     return paths
+
+
+@report_user_errors("jettag-generate")
+def main(argv: list[str] | None = None) -> None:
+    generate(argv)
 
 
 if __name__ == "__main__":

@@ -55,3 +55,25 @@ def test_grouping_by_length_reduces_padding():
     plain = padded(JetBatchSampler(counts, 128, shuffle=True, seed=0))
     grouped = padded(JetBatchSampler(counts, 128, shuffle=True, group_by_length=True, seed=0))
     assert grouped < 0.7 * plain
+
+
+def test_grouping_with_labels_keeps_the_class_mix():
+    # multiplicity separates the classes: plain grouping gives single-class batches
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 6000)
+    counts = np.where(labels == 1, rng.integers(60, 128, 6000), rng.integers(10, 70, 6000))
+
+    def fractions(sampler):
+        return np.array([labels[b].mean() for b in map(np.array, sampler)])
+
+    plain = fractions(JetBatchSampler(counts, 128, shuffle=True, group_by_length=True, seed=0))
+    assert np.mean((plain < 0.1) | (plain > 0.9)) > 0.5
+    sampler = JetBatchSampler(counts, 128, shuffle=True, group_by_length=True, seed=0, labels=labels)
+    stratified = fractions(sampler)
+    assert np.all(np.abs(stratified - labels.mean()) < 0.2)
+    assert sorted(i for b in sampler for i in b) == list(range(6000))
+
+    def padded(sampler):
+        return sum(len(b) * counts[b].max() for b in map(np.array, sampler))
+
+    assert padded(sampler) < 0.85 * padded(JetBatchSampler(counts, 128, shuffle=True, seed=0))

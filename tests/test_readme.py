@@ -1,0 +1,84 @@
+"""The README's usage examples run as written (with tiny sizes and one or two batches).
+
+Each ```bash block preceded by `<!-- readme-test: NAME -->` is run command by command, in README
+order, in one working directory, where the files the examples name (top/*.parquet, JetClass/...)
+are toy files. The only changes: `-n N` becomes a few jets, and jettag-train gets overrides that
+stop after one or two batches.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import JETCLASS_LABELS, toy_jets, write_parquet, write_root
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
+        "trainer.accelerator=cpu", "data.batch_size=16"]  # fmt: skip
+
+
+def readme_blocks() -> list[tuple[str, list[list[str]]]]:
+    text = README.read_text()
+    blocks = []
+    for match in re.finditer(r"<!-- readme-test: (\S+) -->\s*```bash\n(.*?)```", text, re.S):
+        joined = match.group(2).replace("\\\n", " ")
+        commands = [shlex.split(line, comments=True) for line in joined.splitlines()]
+        blocks.append((match.group(1), [c for c in commands if c]))
+    return blocks
+
+
+BLOCKS = readme_blocks()
+
+
+def test_readme_has_tested_blocks_and_three_commands():
+    assert [name for name, _ in BLOCKS] == ["own-files", "experiments", "generate"]
+    first = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1)
+    commands = [line for line in first.splitlines() if line and not line.startswith("#")]
+    assert commands[1:] == ["jettag-train", "pytest"]
+    assert "pip install torch==2.13.0" in commands[0]
+    # CI runs exactly the README's set-up and test commands
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert commands[0] in ci and "\npytest" in ci
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("readme")
+    (base / "top").mkdir()
+    for i, split in enumerate(("train", "val", "test")):
+        write_parquet(base / "top" / f"{split}_file.parquet", toy_jets(120, seed=40 + i))
+    for i, split in enumerate(("train_100M", "val_5M", "test_20M")):
+        (base / "JetClass" / split).mkdir(parents=True)
+        write_root(base / "JetClass" / split / "part0.root", toy_jets(150, seed=50 + i, classes=JETCLASS_LABELS))
+    return base
+
+
+def adapt(command: list[str], workdir: Path, index: int) -> list[str]:
+    prog, *args = command
+    if prog == "python":  # scripts/... are the repository's; the README runs them from its root
+        return [sys.executable, *(str(README.parent / a) if a.startswith("scripts/") else a for a in args)]
+    exe = str(Path(sys.executable).parent / prog)
+    if prog == "jettag-generate":
+        args = [("10" if i and args[i - 1] in ("-n", "--jets-per-class") else a) for i, a in enumerate(args)]
+    if prog == "jettag-train":
+        args = [*args, *FAST]
+        if not any(a.startswith("hydra.run.dir=") for a in args):
+            args.append(f"hydra.run.dir=runs/cmd{index}")
+    return [exe, *args]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, commands", BLOCKS, ids=[name for name, _ in BLOCKS])
+def test_readme_example_runs(name, commands, workdir):
+    for index, command in enumerate(commands):
+        result = subprocess.run(adapt(command, workdir, index), cwd=workdir, capture_output=True, text=True,
+                                timeout=600, env={**__import__("os").environ, "MPLBACKEND": "Agg"})  # fmt: skip
+        assert result.returncode == 0, f"{shlex.join(command)}\n{result.stderr[-3000:]}"
+    if name == "own-files":
+        for run in ("runs/mytop", "runs/mytop/eval", "runs/mytop-eval"):
+            assert (workdir / run / "metrics.json").is_file(), run
