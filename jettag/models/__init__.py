@@ -1,5 +1,16 @@
 """Jet tagging models. Each takes (x, v, mask) channels-last and returns class logits."""
 
+from jettag.models.complexity import count_macs, count_parameters
 from jettag.models.part import ParticleTransformer
+from jettag.models.particlenet import ParticleNet
+from jettag.models.pcnn import ParticleCNN
+from jettag.models.pfn import ParticleFlowNetwork
 
-__all__ = ["ParticleTransformer"]
+__all__ = [
+    "ParticleCNN",
+    "ParticleFlowNetwork",
+    "ParticleNet",
+    "ParticleTransformer",
+    "count_macs",
+    "count_parameters",
+]

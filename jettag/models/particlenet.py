@@ -1,0 +1,160 @@
+"""ParticleNet: Qu, Gouskos, "Jet tagging via particle clouds", Phys. Rev. D 101 (2020) 056019.
+
+A jet is a point cloud. Each EdgeConv block links every particle to its k nearest neighbours,
+turns each link into edge features [x_i, x_j - x_i], passes them through a shared MLP and
+averages over the neighbours; a shortcut adds the block's input. The first block finds
+neighbours in the (eta, phi) plane, later blocks in the feature space of the block before
+(a dynamic graph). Global average pooling over the particles and an MLP classify the jet.
+
+The default sizes are the published configuration, as in the ParT paper's JetClass baseline:
+k = 16, EdgeConv MLPs (64, 64, 64), (128, 128, 128), (256, 256, 256), no fusion layer, FC 256
+with dropout 0.1 (370k parameters for 17 inputs and 10 classes). `use_fusion=True` adds
+weaver-core's optional fusion layer (concatenated block outputs -> 1x1 conv, BN, ReLU).
+
+Channels-last throughout, so the 1x1 convolutions of the reference are `nn.Linear` layers.
+
+First-block coordinates: the (eta, phi) plane, from the four-vectors `v`. Distances use
+differences eta_i - eta_j and phi_i - phi_j wrapped into [-pi, pi), which equal the differences
+of the (deta, dphi) features relative to any jet axis (the sign flip of deta for jets at negative
+eta does not change a distance). The model therefore needs no feature indices and works with any
+feature set.
+
+Padding: padded particles are never neighbours (their distances are masked), never centres that
+count, excluded from every batch-norm statistic (edges to invalid neighbours included) and from
+the pooling. A particle takes min(k, n - 1) neighbours in a jet of n real particles and averages
+over those; a lone particle has no neighbours, so its EdgeConv output is the shortcut alone.
+Scores therefore do not depend on how far a jet is padded (up to ties in distance).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jettag.models.part import MaskedBatchNorm1d
+
+
+def angular_distances(v: torch.Tensor) -> torch.Tensor:
+    """(B, N, 4) four-vectors -> (B, N, N) squared distances in (eta, phi), phi differences wrapped."""
+    px, py, pz, _ = v.float().unbind(-1)
+    pt = torch.hypot(px, py)
+    eta = torch.asinh(pz / pt.clamp(min=1e-20))  # finite even for particles along the beam
+    phi = torch.atan2(py, px)
+    deta = eta[:, :, None] - eta[:, None, :]
+    dphi = torch.remainder(phi[:, :, None] - phi[:, None, :] + math.pi, 2 * math.pi) - math.pi
+    return deta.square() + dphi.square()
+
+
+def feature_distances(x: torch.Tensor) -> torch.Tensor:
+    """(B, N, C) -> (B, N, N) squared Euclidean distances, through one batched matmul."""
+    sq = x.square().sum(-1)
+    return sq[:, :, None] + sq[:, None, :] - 2 * x @ x.transpose(1, 2)
+
+
+def nearest_neighbours(distances: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    """Indices (B, N, k') of each particle's nearest real neighbours and which of them are valid.
+
+    k' = min(k, N). A neighbour is valid when it is a real particle other than the centre and the
+    centre is real; invalid slots (jets with at most k real particles, padded centres) are filled
+    with arbitrary indices and must be ignored through the returned (B, N, k') mask.
+    """
+    n = distances.shape[-1]
+    self_loop = torch.eye(n, dtype=torch.bool, device=mask.device)
+    excluded = ~mask[:, None, :] | self_loop  # (B, N, N)
+    _, idx = distances.masked_fill(excluded, math.inf).topk(min(k, n), dim=-1, largest=False)  # (B, N, k')
+    valid = ~excluded.gather(-1, idx) & mask[:, :, None]
+    return idx, valid
+
+
+class EdgeConv(nn.Module):
+    """EdgeConv block: edge MLP on [x_i, x_j - x_i], mean over neighbours, shortcut, ReLU."""
+
+    def __init__(self, input_dim: int, dims: Sequence[int], k: int):
+        super().__init__()
+        self.k = k
+        self.linears = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        in_dim = 2 * input_dim
+        for dim in dims:
+            self.linears.append(nn.Linear(in_dim, dim, bias=False))  # the norm's shift is the bias
+            self.norms.append(MaskedBatchNorm1d(dim))
+            in_dim = dim
+        self.shortcut = nn.Linear(input_dim, dims[-1], bias=False)
+        self.shortcut_norm = MaskedBatchNorm1d(dims[-1])
+
+    def forward(self, x: torch.Tensor, distances: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        idx, valid = nearest_neighbours(distances, mask, self.k)  # (B, N, k')
+        rows = torch.arange(x.shape[0], device=x.device)[:, None, None]
+        neighbours = x[rows, idx]  # (B, N, k', C)
+        centres = x[:, :, None, :].expand_as(neighbours)
+        h = torch.cat((centres, neighbours - centres), dim=-1)  # (B, N, k', 2C)
+        for linear, norm in zip(self.linears, self.norms, strict=True):
+            h = F.relu(norm(linear(h), valid))  # invalid edges come out as zeros
+        aggregated = h.sum(2) / valid.sum(-1, keepdim=True).clamp(min=1)  # (B, N, D) mean over valid edges
+        out = F.relu(self.shortcut_norm(self.shortcut(x), mask) + aggregated)
+        return out.masked_fill(~mask[..., None], 0)
+
+
+class ParticleNet(nn.Module):
+    """ParticleNet. `conv_params`: (k, MLP widths) per EdgeConv block; `fc_params`: (width, dropout)."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int,
+        conv_params: Sequence[tuple[int, Sequence[int]]] = (
+            (16, (64, 64, 64)),
+            (16, (128, 128, 128)),
+            (16, (256, 256, 256)),
+        ),
+        fc_params: Sequence[tuple[int, float]] = ((256, 0.1),),
+        use_fusion: bool = False,
+    ):
+        super().__init__()
+        self.input_norm = MaskedBatchNorm1d(input_dim)
+        self.blocks = nn.ModuleList()
+        dim = input_dim
+        for k, dims in conv_params:
+            self.blocks.append(EdgeConv(dim, tuple(dims), int(k)))
+            dim = dims[-1]
+        self.fusion = None
+        if use_fusion:
+            fused = sum(dims[-1] for _, dims in conv_params)
+            dim = min(max(fused // 128 * 128, 128), 1024)  # weaver-core's width rule: 448 -> 384
+            self.fusion = nn.Linear(fused, dim, bias=False)
+            self.fusion_norm = MaskedBatchNorm1d(dim)
+        layers: list[nn.Module] = []
+        for width, dropout in fc_params:
+            layers += [nn.Linear(dim, width), nn.ReLU(), nn.Dropout(dropout)]
+            dim = width
+        self.fc = nn.Sequential(*layers)
+        self.dim = dim
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward_features(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The backbone: (B, N, C), (B, N, 4), (B, N) -> (B, D) output of the hidden FC layers."""
+        mask = mask.bool()
+        h = self.input_norm(x, mask)  # (B, N, C), zero on padding
+        outputs = []
+        for i, block in enumerate(self.blocks):
+            distances = angular_distances(v) if i == 0 else feature_distances(h)  # (B, N, N)
+            h = block(h, distances, mask)  # (B, N, D_block)
+            outputs.append(h)
+        if self.fusion is not None:
+            h = F.relu(self.fusion_norm(self.fusion(torch.cat(outputs, dim=-1)), mask))
+        pooled = h.masked_fill(~mask[..., None], 0).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)  # (B, D)
+        return self.fc(pooled)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, num_classes); no softmax."""
+        return self.forward_head(self.forward_features(x, v, mask))
+
+    def reset_head(self, num_classes: int) -> None:
+        self.head = nn.Linear(self.dim, num_classes)
