@@ -139,6 +139,20 @@ def _fmt_scalar(value) -> str:
     return f"`{value}`" if isinstance(value, str | Path) else str(value)
 
 
+def _rejection_statistics(metrics: dict, keys: list[str], num_background: int) -> str:
+    """How many background jets each rejection rests on: its statistical precision."""
+    parts = []
+    for key in keys:
+        value = metrics[key]
+        label = f"Rej@{key[3:]}%"
+        if not math.isfinite(value) or value <= 0:
+            parts.append(f"{label}: no background jet passes")
+            continue
+        passing = num_background / value
+        parts.append(f"{label}: {passing:.1f} background jets pass (relative uncertainty ~{1 / math.sqrt(passing):.0%})")
+    return "Statistics: " + "; ".join(parts) + f", of {num_background} background jets."
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [
         "| " + " | ".join(header) + " |",
@@ -175,6 +189,7 @@ def _markdown(metrics: dict, info: dict, title: str, truth_names, observer_names
             ],
         )
         lines += ["", "Jets per class: " + ", ".join(f"`{n}` {c}" for n, c in counts.items()) + "."]
+        lines += ["", _rejection_statistics(metrics, rej, num_bkg)]
     else:
         lines += _table(
             ["accuracy", "AUC (macro, one-vs-rest)", "Rej@50% (any signal)", "Rej@30% (any signal)", "jets"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import json
 
 import numpy as np
@@ -171,3 +172,12 @@ def test_predictions_branch_checks(tmp_path):
         write_predictions_root(tmp_path / "p.root", scores, ["a", "b"], {}, {"score_a": np.zeros(3)})
     with pytest.raises(ValueError, match="one value per jet"):
         write_predictions_root(tmp_path / "p.root", scores, ["a", "b"], {"label": np.zeros(4)}, {})
+
+
+def test_report_states_how_many_background_jets_a_rejection_rests_on():
+    from jettag.evaluation.report import _rejection_statistics
+
+    # 100 background jets, Rej@50% = 25: 4 jets pass, relative uncertainty 1/sqrt(4) = 50%
+    line = _rejection_statistics({"rej50": 25.0, "rej30": math.inf}, ["rej50", "rej30"], 100)
+    assert "Rej@50%: 4.0 background jets pass (relative uncertainty ~50%)" in line
+    assert "Rej@30%: no background jet passes" in line and "of 100 background jets" in line
