@@ -52,7 +52,9 @@ def observables(files: list[str], labels: list[str], treename: str = "tree") -> 
 def evaluate(train: list[str], test: list[str], labels: list[str], seed: int = 0) -> dict:
     x_train, y_train = observables(train, labels)
     x_test, y_test = observables(test, labels)
-    tree = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.1, early_stopping="auto", random_state=seed)
+    tree = HistGradientBoostingClassifier(
+        max_iter=300, learning_rate=0.1, early_stopping="auto", random_state=seed
+    )
     tree.fit(x_train, y_train)
     score = tree.predict_proba(x_test)[:, 1]
     signal = y_test == 1
@@ -69,10 +71,14 @@ def evaluate(train: list[str], test: list[str], labels: list[str], seed: int = 0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--train", nargs="+", required=True, help="training ROOT files (JetClass schema)")
     parser.add_argument("--test", nargs="+", required=True, help="test ROOT files")
-    parser.add_argument("--labels", nargs=2, default=["label_QCD", "label_Tbqq"], help="background, signal branch")
+    parser.add_argument(
+        "--labels", nargs=2, default=["label_QCD", "label_Tbqq"], help="background, signal branch"
+    )
     parser.add_argument("--output", help="write the metrics to this JSON file")
     args = parser.parse_args()
     metrics = evaluate(args.train, args.test, args.labels)

@@ -22,7 +22,9 @@ MANTISSA_BITS = 12
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-n", "--jets-per-class", type=int, default=JETS_PER_CLASS)
     parser.add_argument("--output-dir", default=str(SAMPLE_DIR))
     args = parser.parse_args()

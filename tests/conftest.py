@@ -28,7 +28,10 @@ def toy_root_files(tmp_path_factory):
     """train/val/test JetClass-schema ROOT files of toy top and QCD jets."""
     base = tmp_path_factory.mktemp("toy_root")
     sizes = {"train": 600, "val": 200, "test": 300}
-    return {split: write_root(base / f"{split}.root", toy_jets(n, seed=i)) for i, (split, n) in enumerate(sizes.items())}
+    return {
+        split: write_root(base / f"{split}.root", toy_jets(n, seed=i))
+        for i, (split, n) in enumerate(sizes.items())
+    }
 
 
 @pytest.fixture(scope="session")

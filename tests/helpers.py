@@ -104,7 +104,9 @@ def toy_jets(n_jets: int, seed: int = 0, classes=("label_QCD", "label_Tbqq")) ->
     }
     # N-subjettiness stand-ins: fewer prongs, smaller tau_N for N >= prongs
     for n in range(1, 5):
-        branches[f"jet_tau{n}"] = (rng.uniform(0.05, 0.3, n_jets) / np.where(n >= n_prongs, 3, 1)).astype(np.float32)
+        branches[f"jet_tau{n}"] = (rng.uniform(0.05, 0.3, n_jets) / np.where(n >= n_prongs, 3, 1)).astype(
+            np.float32
+        )
     for label in JETCLASS_LABELS:
         branches[label] = np.zeros(n_jets, dtype=bool)
     for k, label in enumerate(classes):
@@ -114,7 +116,7 @@ def toy_jets(n_jets: int, seed: int = 0, classes=("label_QCD", "label_Tbqq")) ->
 
 def write_root(path, branches: dict, treename: str = "tree") -> str:
     """A TTree as JetClass has it: jagged part_* branches sharing one counter, jet and label branches."""
-    particles = {k[len("part_"):]: v for k, v in branches.items() if k.startswith("part_")}
+    particles = {k[len("part_") :]: v for k, v in branches.items() if k.startswith("part_")}
     data = {k: v for k, v in branches.items() if not k.startswith("part_")}
     if particles:
         data["part"] = ak.zip(particles)
@@ -134,10 +136,10 @@ def write_parquet(path, branches: dict) -> str:
     return str(path)
 
 
-
-
 def run_cli(prog: str, *args: str, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run one of jettag's installed console scripts, as a user would."""
     exe = Path(sys.executable).parent / prog
     env = {**os.environ, "MPLBACKEND": "Agg", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )

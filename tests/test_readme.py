@@ -54,7 +54,9 @@ def workdir(tmp_path_factory):
         write_parquet(base / "top" / f"{split}_file.parquet", toy_jets(120, seed=40 + i))
     for i, split in enumerate(("train_100M", "val_5M", "test_20M")):
         (base / "JetClass" / split).mkdir(parents=True)
-        write_root(base / "JetClass" / split / "part0.root", toy_jets(150, seed=50 + i, classes=JETCLASS_LABELS))
+        write_root(
+            base / "JetClass" / split / "part0.root", toy_jets(150, seed=50 + i, classes=JETCLASS_LABELS)
+        )
     return base
 
 

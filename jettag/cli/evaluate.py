@@ -37,9 +37,13 @@ def evaluate(cfg: DictConfig) -> float:
     elif cfg.run_dir:
         ckpt_path = Path(cfg.run_dir) / "checkpoints" / "best.ckpt"
         if not ckpt_path.is_file():
-            raise ConfigError(f"run_dir: '{cfg.run_dir}' has no checkpoints/best.ckpt; is it a jettag-train run directory?")
+            raise ConfigError(
+                f"run_dir: '{cfg.run_dir}' has no checkpoints/best.ckpt; is it a jettag-train run directory?"
+            )
     else:
-        raise ConfigError("give the run to evaluate, run_dir=<training run directory>, or a checkpoint, ckpt_path=<file>.")
+        raise ConfigError(
+            "give the run to evaluate, run_dir=<training run directory>, or a checkpoint, ckpt_path=<file>."
+        )
     checkpoint = load_checkpoint(ckpt_path)
     meta = checkpoint["jettag"]
     train_cfg = meta["config"]
@@ -57,7 +61,9 @@ def evaluate(cfg: DictConfig) -> float:
     datamodule.setup("test")
 
     model = build_model(train_cfg["model"], features.num_features, datamodule.num_classes)
-    task = JetClassifier(model, optimizer=None, class_names=datamodule.class_names, background=datamodule.background)
+    task = JetClassifier(
+        model, optimizer=None, class_names=datamodule.class_names, background=datamodule.background
+    )
     task.load_state_dict(checkpoint["state_dict"])
     output_dir = Path(cfg.paths.output_dir)
     trainer = L.Trainer(

@@ -50,7 +50,9 @@ def train(cfg: DictConfig) -> float | None:
     if not cfg.test:
         return float(best) if best is not None else None
 
-    trainer.test(task, datamodule=datamodule, ckpt_path="best" if checkpoint and checkpoint.best_model_path else None)
+    trainer.test(
+        task, datamodule=datamodule, ckpt_path="best" if checkpoint and checkpoint.best_model_path else None
+    )
     info = {
         "model": type(model).__name__,
         "parameters": count_parameters(model),

@@ -29,7 +29,9 @@ def read_jets(
     jet_files = [JetFile(path, treename) for path in files]
     total = sum(f.num_entries for f in jet_files)
     if total == 0:
-        raise DataError(f"{key}: the files {', '.join(files)} hold no jets; check that they are the right files.")
+        raise DataError(
+            f"{key}: the files {', '.join(files)} hold no jets; check that they are the right files."
+        )
     parts, skipped = [], Counter()
     with tqdm(total=total, unit=" jets", desc=f"reading {key}", disable=not progress, leave=False) as bar:
         for jet_file in jet_files:
@@ -80,7 +82,12 @@ class JetDataModule(L.LightningDataModule):
         self.label_spec = LabelSpec.from_config(labels, class_names)
         self.background = self.label_spec.index(background)
         self.builder = JetBuilder(
-            features, self.label_spec, observers, branches, skip_empty=skip_empty_jets, drop_nonfinite=drop_nonfinite_jets
+            features,
+            self.label_spec,
+            observers,
+            branches,
+            skip_empty=skip_empty_jets,
+            drop_nonfinite=drop_nonfinite_jets,
         )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -120,7 +127,8 @@ class JetDataModule(L.LightningDataModule):
     def summary(self) -> dict:
         """Jets used and skipped per split, for reports."""
         return {
-            split: {"jets": len(ds), "skipped": self.skipped.get(split, {})} for split, ds in self.datasets.items()
+            split: {"jets": len(ds), "skipped": self.skipped.get(split, {})}
+            for split, ds in self.datasets.items()
         }
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

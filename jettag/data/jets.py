@@ -119,12 +119,16 @@ class JetBuilder:
         for name in plan.particle:
             values = column(name)
             if values.ndim != 2:
-                raise DataError(f"{where}: branch '{name}' has one value per jet; a particle feature needs one per particle.")
+                raise DataError(
+                    f"{where}: branch '{name}' has one value per jet; a particle feature needs one per particle."
+                )
             n = ak.to_numpy(ak.num(values, axis=1))
             if counts is None:
                 counts = n
             elif not np.array_equal(n, counts):
-                raise DataError(f"{where}: branches '{plan.particle[0]}' and '{name}' have different particle counts.")
+                raise DataError(
+                    f"{where}: branches '{plan.particle[0]}' and '{name}' have different particle counts."
+                )
             particles[name] = ak.to_numpy(ak.flatten(values)).astype(np.float32, copy=False)
         jets = {}
         for name in plan.jet:
@@ -173,7 +177,9 @@ class JetBuilder:
             if name in plan.observers:
                 values = column(name)
                 if values.ndim != 1:
-                    raise DataError(f"{where}: observer '{name}' holds several values per jet; observers need one.")
+                    raise DataError(
+                        f"{where}: observer '{name}' holds several values per jet; observers need one."
+                    )
                 observers[name] = ak.to_numpy(values)
             elif name == "jet_nparticles":
                 observers[name] = counts.astype(np.float32)

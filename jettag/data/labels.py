@@ -25,7 +25,9 @@ class LabelSpec:
     class_names: tuple[str, ...]
 
     @classmethod
-    def from_config(cls, labels, class_names: Sequence[str] | None = None, key: str = "data.labels") -> LabelSpec:
+    def from_config(
+        cls, labels, class_names: Sequence[str] | None = None, key: str = "data.labels"
+    ) -> LabelSpec:
         if isinstance(labels, str):
             names = tuple(class_names) if class_names else (f"{labels}_0", f"{labels}_1")
             if len(names) < 2:
@@ -58,13 +60,17 @@ class LabelSpec:
                 return list(candidates).index(name)
         raise ConfigError(f"{key}={name!r} is not one of the classes {list(self.class_names)}.")
 
-    def decode(self, arrays: ak.Array, where: str, first_entry: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def decode(
+        self, arrays: ak.Array, where: str, first_entry: int = 0
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Class index of each jet, and the label branches as read (for the predictions file)."""
         columns = {}
         for branch in self.branches:
             values = arrays[branch]
             if values.ndim != 1:
-                raise DataError(f"{where}: label branch '{branch}' holds several values per jet; it must hold one.")
+                raise DataError(
+                    f"{where}: label branch '{branch}' holds several values per jet; it must hold one."
+                )
             columns[branch] = ak.to_numpy(values)
         if self.one_hot:
             onehot = np.stack([columns[b].astype(np.float64) for b in self.branches], axis=1)

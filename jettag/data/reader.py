@@ -20,24 +20,32 @@ from jettag.errors import ConfigError, DataError
 def resolve_files(patterns: str | Sequence[str] | None, key: str) -> list[str]:
     """Expand paths and glob patterns (in order, each pattern's matches sorted) into a file list."""
     if patterns is None or (isinstance(patterns, str) and not patterns.strip()):
-        raise ConfigError(f"{key} is not set; pass a list of files or glob patterns, e.g. {key}='[a.root,b.root]'.")
+        raise ConfigError(
+            f"{key} is not set; pass a list of files or glob patterns, e.g. {key}='[a.root,b.root]'."
+        )
     if isinstance(patterns, str):
         patterns = [patterns]
     patterns = list(patterns)
     if not patterns:
-        raise ConfigError(f"{key} is empty; pass a list of files or glob patterns, e.g. {key}='[a.root,b.root]'.")
+        raise ConfigError(
+            f"{key} is empty; pass a list of files or glob patterns, e.g. {key}='[a.root,b.root]'."
+        )
     files: list[str] = []
     for pattern in patterns:
         pattern = os.path.expanduser(str(pattern))
         if glob.has_magic(pattern):
             matches = sorted(glob.glob(pattern))
             if not matches:
-                raise DataError(f"{key}: no file matches the pattern '{pattern}'; check the directory and the glob.")
+                raise DataError(
+                    f"{key}: no file matches the pattern '{pattern}'; check the directory and the glob."
+                )
             files.extend(matches)
         elif not os.path.exists(pattern):
             raise DataError(f"{key}: the file '{pattern}' does not exist; check the path.")
         elif os.path.isdir(pattern):
-            raise DataError(f"{key}: '{pattern}' is a directory; give the files in it, e.g. '{pattern}/*.root'.")
+            raise DataError(
+                f"{key}: '{pattern}' is a directory; give the files in it, e.g. '{pattern}/*.root'."
+            )
         else:
             files.append(pattern)
     return files
@@ -54,7 +62,9 @@ def detect_format(path: str) -> str:
     if magic == b"PAR1":
         return "parquet"
     if not magic:
-        raise DataError(f"the file '{path}' is empty (0 bytes); regenerate it or remove it from the file list.")
+        raise DataError(
+            f"the file '{path}' is empty (0 bytes); regenerate it or remove it from the file list."
+        )
     raise DataError(
         f"'{path}' is neither a ROOT nor a Parquet file (it starts with {magic!r}); "
         "jettag reads ROOT trees and Parquet tables."

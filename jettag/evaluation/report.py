@@ -149,7 +149,9 @@ def _rejection_statistics(metrics: dict, keys: list[str], num_background: int) -
             parts.append(f"{label}: no background jet passes")
             continue
         passing = num_background / value
-        parts.append(f"{label}: {passing:.1f} background jets pass (relative uncertainty ~{1 / math.sqrt(passing):.0%})")
+        parts.append(
+            f"{label}: {passing:.1f} background jets pass (relative uncertainty ~{1 / math.sqrt(passing):.0%})"
+        )
     return "Statistics: " + "; ".join(parts) + f", of {num_background} background jets."
 
 

@@ -43,9 +43,13 @@ def jet_axis_from_particles(px, py, pz, energy, counts) -> dict[str, np.ndarray]
     }
 
 
-def relative_coordinates(particles: vector.MomentumNumpy4D, jet_eta, jet_phi) -> tuple[np.ndarray, np.ndarray]:
+def relative_coordinates(
+    particles: vector.MomentumNumpy4D, jet_eta, jet_phi
+) -> tuple[np.ndarray, np.ndarray]:
     """(deta, dphi) of each particle with respect to its jet axis; jet arrays already per particle."""
-    axis = vector.array({"pt": np.ones_like(jet_eta), "eta": jet_eta, "phi": jet_phi, "mass": np.zeros_like(jet_eta)})
+    axis = vector.array(
+        {"pt": np.ones_like(jet_eta), "eta": jet_eta, "phi": jet_phi, "mass": np.zeros_like(jet_eta)}
+    )
     sign = np.where(jet_eta >= 0, 1.0, -1.0)
     deta = particles.deltaeta(axis) * sign
     dphi = particles.deltaphi(axis)

@@ -50,7 +50,9 @@ class Feature:
         try:
             values = [float(p) for p in params]
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: the center, scale and clip range of {name!r} must be numbers.") from None
+            raise ConfigError(
+                f"{where}: the center, scale and clip range of {name!r} must be numbers."
+            ) from None
         if len(values) == 1:
             values.append(1.0)
         if len(values) == 3:
@@ -79,7 +81,9 @@ class FeatureSet:
     def from_config(cls, cfg: Mapping, where: str = "features") -> FeatureSet:
         entries = cfg.get("particle_features")
         if not entries:
-            raise ConfigError(f"{where}.particle_features is empty; list the per-particle inputs of the model.")
+            raise ConfigError(
+                f"{where}.particle_features is empty; list the per-particle inputs of the model."
+            )
         features = tuple(Feature.parse(e, f"{where}.particle_features[{i}]") for i, e in enumerate(entries))
         names = [f.name for f in features]
         duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -92,6 +96,7 @@ class FeatureSet:
 
     def to_config(self) -> dict:
         entries = [
-            [f.name, None] if f.center is None else [f.name, f.center, f.scale, f.lo, f.hi] for f in self.features
+            [f.name, None] if f.center is None else [f.name, f.center, f.scale, f.lo, f.hi]
+            for f in self.features
         ]
         return {"name": self.name, "max_particles": self.max_particles, "particle_features": entries}

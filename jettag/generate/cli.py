@@ -36,13 +36,18 @@ def split_paths(output: str, fractions: list[float] | None) -> list[str]:
     if not fractions:
         return [output]
     path = Path(output)
-    return [str(path.with_name(f"{path.stem}_{name}{path.suffix or '.root'}")) for name in SPLIT_NAMES[: len(fractions)]]
+    return [
+        str(path.with_name(f"{path.stem}_{name}{path.suffix or '.root'}"))
+        for name in SPLIT_NAMES[: len(fractions)]
+    ]
 
 
 def split_bounds(n_jets: int, fractions: list[float]) -> list[tuple[int, int]]:
     """Consecutive [start, stop) ranges of the (already shuffled) jets, in proportion to `fractions`."""
     if not 2 <= len(fractions) <= 3 or any(f <= 0 for f in fractions):
-        raise ConfigError(f"--split takes two or three positive fractions (train val [test]), not {fractions}.")
+        raise ConfigError(
+            f"--split takes two or three positive fractions (train val [test]), not {fractions}."
+        )
     edges = np.rint(np.cumsum([0.0, *fractions]) / sum(fractions) * n_jets).astype(int)
     bounds = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
     if any(stop <= start for start, stop in bounds):

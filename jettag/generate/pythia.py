@@ -241,7 +241,9 @@ class JetWindow:
 
     def check(self) -> None:
         if not (math.isfinite(self.pt_min) and math.isfinite(self.pt_max)) or self.pt_min < 0:
-            raise ConfigError(f"pt_min={self.pt_min:g} and pt_max={self.pt_max:g} must be finite and >= 0 GeV.")
+            raise ConfigError(
+                f"pt_min={self.pt_min:g} and pt_max={self.pt_max:g} must be finite and >= 0 GeV."
+            )
         if self.pt_min >= self.pt_max:
             raise ConfigError(f"pt_min={self.pt_min:g} must be below pt_max={self.pt_max:g}.")
         if self.pt_min >= 0.5 * SQRT_S:
@@ -325,7 +327,10 @@ def _silence_fastjet_banner(fastjet) -> None:
 def _make_pythia(spec: ProcessSpec, task: BlockTask):
     pythia8mc = _import_pythia()
     pythia = pythia8mc.Pythia("", False)
-    for line in [*spec.pythia_settings(task.window.pt_min, task.window.pt_max), f"Random:seed = {task.pythia_seed}"]:
+    for line in [
+        *spec.pythia_settings(task.window.pt_min, task.window.pt_max),
+        f"Random:seed = {task.pythia_seed}",
+    ]:
         if not pythia.readString(line):
             raise RuntimeError(f"Pythia rejected the setting '{line}'")
     if not pythia.init():
@@ -428,7 +433,9 @@ def run_block(task: BlockTask) -> BlockResult:
 # JetClass branches
 
 
-def jet_arrays(constituents: Sequence[np.ndarray], genparts: Sequence[np.ndarray], label: str) -> dict[str, Any]:
+def jet_arrays(
+    constituents: Sequence[np.ndarray], genparts: Sequence[np.ndarray], label: str
+) -> dict[str, Any]:
     """JetClass branches (all but jet_sdmass and jet_tau*) from per-jet particle tables.
 
     The jet four-vector is the sum of its constituents (anti-kT E-scheme). Impact parameters are
@@ -494,7 +501,9 @@ def jet_arrays(constituents: Sequence[np.ndarray], genparts: Sequence[np.ndarray
     for branch in LABEL_BRANCHES:
         arrays[branch] = np.full(n_jets, branch == label, dtype=bool)
     aux_counts = np.array([len(g) for g in genparts], dtype=np.int64)
-    aux = np.concatenate(genparts).reshape(-1, len(AUX_FIELDS)) if genparts else np.zeros((0, len(AUX_FIELDS)))
+    aux = (
+        np.concatenate(genparts).reshape(-1, len(AUX_FIELDS)) if genparts else np.zeros((0, len(AUX_FIELDS)))
+    )
     for k, name in enumerate(AUX_FIELDS):
         arrays[f"aux_genpart_{name}"] = ak.unflatten(aux[:, k].astype(np.float32), aux_counts)
     return arrays
@@ -509,7 +518,10 @@ def substructure(constituents: Sequence[np.ndarray], radius: float = JET_RADIUS)
     """
     n_jets = len(constituents)
     if n_jets == 0:
-        return {name: np.zeros(0, dtype=np.float32) for name in ("jet_sdmass", "jet_tau1", "jet_tau2", "jet_tau3", "jet_tau4")}
+        return {
+            name: np.zeros(0, dtype=np.float32)
+            for name in ("jet_sdmass", "jet_tau1", "jet_tau2", "jet_tau3", "jet_tau4")
+        }
     fastjet = _import_fastjet()
     _silence_fastjet_banner(fastjet)
     counts = [len(c) for c in constituents]
@@ -518,7 +530,11 @@ def substructure(constituents: Sequence[np.ndarray], radius: float = JET_RADIUS)
     sequence = fastjet.ClusterSequence(p4, fastjet.JetDefinition(fastjet.cambridge_algorithm, 10.0))
     groomed = sequence.exclusive_jets_softdrop_grooming(njets=1, beta=0.0, symmetry_cut=0.1, R0=radius)
     taus = sequence.njettiness(
-        measure_definition="NormalizedMeasure", axes_definition="KT_Axes", njets=[1, 2, 3, 4], beta=1.0, R0=radius
+        measure_definition="NormalizedMeasure",
+        axes_definition="KT_Axes",
+        njets=[1, 2, 3, 4],
+        beta=1.0,
+        R0=radius,
     )
     taus = np.asarray(ak.to_numpy(taus), dtype=np.float64).reshape(n_jets, 4)
     out = {"jet_sdmass": np.asarray(ak.to_numpy(groomed.msoftdrop), dtype=np.float32).reshape(n_jets)}
@@ -555,7 +571,11 @@ def plan_blocks(
 
 
 def _check_counts(jets_per_class: int, seed: int, workers: int | None, block_size: int) -> None:
-    if isinstance(jets_per_class, bool) or not isinstance(jets_per_class, int | np.integer) or jets_per_class < 1:
+    if (
+        isinstance(jets_per_class, bool)
+        or not isinstance(jets_per_class, int | np.integer)
+        or jets_per_class < 1
+    ):
         raise ConfigError(f"jets per class must be a positive integer, not {jets_per_class!r}.")
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, not {seed!r}.")
@@ -624,7 +644,9 @@ def generate_jets(
         for name in BRANCHES
     }
     order = shuffle_order(len(arrays["jet_pt"]), seed)
-    arrays = {name: (ak.to_packed(a[order]) if isinstance(a, ak.Array) else a[order]) for name, a in arrays.items()}
+    arrays = {
+        name: (ak.to_packed(a[order]) if isinstance(a, ak.Array) else a[order]) for name, a in arrays.items()
+    }
     return GeneratedJets(arrays, stats, seconds)
 
 
@@ -644,7 +666,9 @@ def check_output_path(path: str | os.PathLike) -> str:
     if os.path.isdir(path):
         raise ConfigError(f"the output '{path}' is a directory; give a file name, e.g. '{path}/jets.root'.")
     if not os.path.isdir(directory):
-        raise ConfigError(f"cannot write '{path}': the directory '{directory}' does not exist; create it first.")
+        raise ConfigError(
+            f"cannot write '{path}': the directory '{directory}' does not exist; create it first."
+        )
     if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise ConfigError(f"cannot write '{path}': permission denied; choose another output path.")
     return path
@@ -732,5 +756,7 @@ def write_jetclass_root(
             for start in range(basket_jets, n_jets, basket_jets):
                 tree.extend(chunk(start, min(start + basket_jets, n_jets)))
     except OSError as err:
-        raise ConfigError(f"cannot write '{path}' ({err.strerror or err}); choose another output path.") from None
+        raise ConfigError(
+            f"cannot write '{path}' ({err.strerror or err}); choose another output path."
+        ) from None
     return os.path.getsize(path)

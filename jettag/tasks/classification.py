@@ -87,10 +87,16 @@ class JetClassifier(L.LightningModule):
         except DataError as err:
             # e.g. a partial validation pass (sanity check, limit_val_batches) that misses a class
             log.warning("%s metrics not computed: %s", stage, err)
-            metrics = {"accuracy": float((scores.argmax(1) == labels).mean()), "auc": math.nan, "rej50": math.nan}
+            metrics = {
+                "accuracy": float((scores.argmax(1) == labels).mean()),
+                "auc": math.nan,
+                "rej50": math.nan,
+            }
         for key, name in (("accuracy", "acc"), ("auc", "auc"), ("rej50", "rej50"), ("rej30", "rej30")):
             if key in metrics:
-                self.log(f"{stage}/{name}", float(metrics[key]), prog_bar=stage == "val" and name in ("acc", "auc"))
+                self.log(
+                    f"{stage}/{name}", float(metrics[key]), prog_bar=stage == "val" and name in ("acc", "auc")
+                )
 
     def on_validation_epoch_end(self) -> None:
         if self._outputs["val"]:
@@ -111,7 +117,9 @@ class JetClassifier(L.LightningModule):
         optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

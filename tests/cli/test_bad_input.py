@@ -44,7 +44,9 @@ def bad_files(tmp_path_factory, toy_root_files):
     files["empty"] = str(base / "empty.root")
     both = modified_jets(30, 2, label_QCD=lambda a: np.ones_like(a))  # every jet labelled QCD too
     files["not_one_hot"] = write_root(base / "notonehot.root", both)
-    files["nan"] = write_root(base / "nan.root", modified_jets(30, 3, part_px=lambda a: set_particle(a, 7, 0, np.nan)))
+    files["nan"] = write_root(
+        base / "nan.root", modified_jets(30, 3, part_px=lambda a: set_particle(a, 7, 0, np.nan))
+    )
     no_d0 = {k: v for k, v in toy_jets(30, seed=4).items() if k != "part_d0val"}
     files["no_d0"] = write_root(base / "nod0.root", no_d0)
     return files
@@ -70,13 +72,25 @@ def train(toy_root_files, tmp_path, *overrides):
 @pytest.mark.parametrize(
     ("case", "override", "fragments"),
     [
-        ("missing file", "data.train_files=[/nonexistent/jets.root]", ["/nonexistent/jets.root", "does not exist"]),
-        ("no glob match", "data.train_files=[/nonexistent/*.root]", ["no file matches", "/nonexistent/*.root"]),
+        (
+            "missing file",
+            "data.train_files=[/nonexistent/jets.root]",
+            ["/nonexistent/jets.root", "does not exist"],
+        ),
+        (
+            "no glob match",
+            "data.train_files=[/nonexistent/*.root]",
+            ["no file matches", "/nonexistent/*.root"],
+        ),
         ("empty list", "data.train_files=[]", ["data.train_files is empty"]),
         ("garbage", "data.train_files=[{garbage}]", ["garbage.root", "neither a ROOT nor a Parquet"]),
         ("zero bytes", "data.train_files=[{zero_bytes}]", ["zero.root", "empty (0 bytes)"]),
         ("truncated", "data.train_files=[{truncated}]", ["truncated.root", "cannot read"]),
-        ("missing tree", "data.train_files=[{other_tree}]", ["events.root", "no tree 'tree'", "Events", "data.treename"]),
+        (
+            "missing tree",
+            "data.train_files=[{other_tree}]",
+            ["events.root", "no tree 'tree'", "Events", "data.treename"],
+        ),
         ("no jets", "data.train_files=[{empty}]", ["empty.root", "hold no jets"]),
         ("not one-hot", "data.train_files=[{not_one_hot}]", ["notonehot.root", "not one-hot", "entry 0"]),
         ("NaN input", "data.train_files=[{nan}]", ["nan.root", "part_px", "NaN or infinite", "entry 7"]),

@@ -50,20 +50,26 @@ def test_sample_part_small_train_then_eval(toy_root_files, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     classes = ["label_QCD", "label_Tbqq"]
     metrics = check_run(run_dir, classes)
-    assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (
+        run_dir / "checkpoints" / "last.ckpt"
+    ).is_file()
     assert (run_dir / "csv" / "metrics.csv").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
 
     # AUC and Rej50 recomputed from the predictions file
     tree = uproot.open(run_dir / "predictions.root")["Events"]
     arrays = tree.arrays(library="np")
-    assert {"score_label_QCD", "score_label_Tbqq", "label_QCD", "label_Tbqq", "jet_pt", "jet_mass"} <= set(arrays)
+    assert {"score_label_QCD", "score_label_Tbqq", "label_QCD", "label_Tbqq", "jet_pt", "jet_mass"} <= set(
+        arrays
+    )
     signal = arrays["label_Tbqq"] == 1
     score = arrays["score_label_Tbqq"] / (arrays["score_label_Tbqq"] + arrays["score_label_QCD"])
     assert metrics["auc"] == pytest.approx(roc_auc_score(signal, score), abs=1e-6)
     fpr, tpr, _ = roc_curve(signal, score)
     assert metrics["rej50"] == pytest.approx(1 / np.interp(0.5, tpr, fpr), rel=1e-6)
     with uproot.open(toy_root_files["test"]) as f:
-        np.testing.assert_allclose(np.sort(arrays["jet_pt"]), np.sort(f["tree"]["jet_pt"].array(library="np")))
+        np.testing.assert_allclose(
+            np.sort(arrays["jet_pt"]), np.sort(f["tree"]["jet_pt"].array(library="np"))
+        )
 
     # jettag-eval on the run reproduces the test metrics from the saved best checkpoint
     result = run_cli("jettag-eval", f"run_dir={run_dir}", "accelerator=cpu")
@@ -95,6 +101,8 @@ def test_jetclass_part_multiclass(toy_multiclass_files, tmp_path):
     arrays = uproot.open(run_dir / "predictions.root")["Events"].arrays(library="np")
     for label in ("label_Hbb", "label_Tbqq"):
         keep = (arrays[label] == 1) | (arrays["label_QCD"] == 1)
-        s = arrays[f"score_{label}"][keep] / (arrays[f"score_{label}"][keep] + arrays["score_label_QCD"][keep])
+        s = arrays[f"score_{label}"][keep] / (
+            arrays[f"score_{label}"][keep] + arrays["score_label_QCD"][keep]
+        )
         expected = roc_auc_score(arrays[label][keep] == 1, s)
         assert metrics["per_class"][label]["auc"] == pytest.approx(expected, abs=1e-6)

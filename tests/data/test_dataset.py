@@ -27,7 +27,9 @@ def test_padding_places_every_particle():
         n = jets.counts[j]
         expected = torch.from_numpy(jets.features[offsets[j] : offsets[j] + n])
         torch.testing.assert_close(batch["x"][row, :n], expected)
-        torch.testing.assert_close(batch["v"][row, :n], torch.from_numpy(jets.vectors[offsets[j] : offsets[j] + n]))
+        torch.testing.assert_close(
+            batch["v"][row, :n], torch.from_numpy(jets.vectors[offsets[j] : offsets[j] + n])
+        )
         assert batch["mask"][row].tolist() == [True] * n + [False] * (5 - n)
         assert (batch["x"][row, n:] == 0).all()
     assert batch["y"].tolist() == [0, 0, 1] and batch["index"].tolist() == [2, 0, 3]

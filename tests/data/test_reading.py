@@ -12,7 +12,9 @@ RAW = FeatureSet("raw", (Feature("part_pt"), Feature("part_deta"), Feature("part
 
 
 def builder(fs=RAW, labels=("label_QCD", "label_Tbqq"), observers=("jet_pt", "jet_nparticles")):
-    return JetBuilder(fs, LabelSpec.from_config(list(labels) if not isinstance(labels, str) else labels), observers)
+    return JetBuilder(
+        fs, LabelSpec.from_config(list(labels) if not isinstance(labels, str) else labels), observers
+    )
 
 
 def test_chunked_read_equals_whole_read(toy_root_files):
@@ -84,5 +86,5 @@ def test_datamodule_batches(toy_root_files):
 
 
 def test_unknown_label_class_for_background():
-    with pytest.raises(Exception, match="data.background"):
+    with pytest.raises(Exception, match=r"data\.background"):
         LabelSpec.from_config(["label_QCD", "label_Tbqq"]).index("label_Hbb")

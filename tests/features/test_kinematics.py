@@ -35,7 +35,9 @@ def test_hand_worked_particle():
 
 def test_dphi_wraps_and_deta_sign_convention():
     # particle at phi = -3.0 against a jet at phi = 3.0: -6 + 2 pi
-    p = particle_vectors(np.array([math.cos(-3.0)]), np.array([math.sin(-3.0)]), np.array([0.0]), np.array([1.0]))
+    p = particle_vectors(
+        np.array([math.cos(-3.0)]), np.array([math.sin(-3.0)]), np.array([0.0]), np.array([1.0])
+    )
     deta, dphi = relative_coordinates(p, np.array([0.0]), np.array([3.0]))
     assert dphi[0] == pytest.approx(-6.0 + 2 * math.pi)
     assert deta[0] == pytest.approx(0.0)  # sign(0) counts as +1: deta = eta - 0

@@ -31,10 +31,12 @@ def test_against_vector_on_random_pairs():
     rng = np.random.default_rng(0)
     n = 200
     pa = [four_vector(*args) for args in zip(rng.uniform(1, 100, n), rng.uniform(-2, 2, n),
-                                              rng.uniform(-np.pi, np.pi, n), rng.uniform(0, 1, n))]  # fmt: skip
+                                              rng.uniform(-np.pi, np.pi, n), rng.uniform(0, 1, n), strict=True)]  # fmt: skip
     pb = [four_vector(*args) for args in zip(rng.uniform(1, 100, n), rng.uniform(-2, 2, n),
-                                              rng.uniform(-np.pi, np.pi, n), rng.uniform(0, 1, n))]  # fmt: skip
-    got = pairwise_features(torch.tensor(pa, dtype=torch.float64), torch.tensor(pb, dtype=torch.float64)).numpy()
+                                              rng.uniform(-np.pi, np.pi, n), rng.uniform(0, 1, n), strict=True)]  # fmt: skip
+    got = pairwise_features(
+        torch.tensor(pa, dtype=torch.float64), torch.tensor(pb, dtype=torch.float64)
+    ).numpy()
     va = vector.array({k: np.array(pa)[:, i] for i, k in enumerate(("px", "py", "pz", "E"))})
     vb = vector.array({k: np.array(pb)[:, i] for i, k in enumerate(("px", "py", "pz", "E"))})
     delta = va.deltaRapidityPhi(vb)

@@ -18,10 +18,14 @@ TRACK = [("part_d0", None, None), ("part_d0err", 0.0, 1.0), ("part_dz", None, No
 
 
 def load(name):
-    return FeatureSet.from_config(OmegaConf.to_container(OmegaConf.load(config_dir() / "features" / f"{name}.yaml")))
+    return FeatureSet.from_config(
+        OmegaConf.to_container(OmegaConf.load(config_dir() / "features" / f"{name}.yaml"))
+    )
 
 
-@pytest.mark.parametrize(("name", "expected"), [("kin", KIN), ("kinpid", KIN + PID), ("full", KIN + PID + TRACK)])
+@pytest.mark.parametrize(
+    ("name", "expected"), [("kin", KIN), ("kinpid", KIN + PID), ("full", KIN + PID + TRACK)]
+)
 def test_reference_feature_sets(name, expected):
     fs = load(name)
     assert fs.max_particles == 128
@@ -37,7 +41,9 @@ def test_standardization_and_clipping():
     f = Feature("part_pt_log", 1.7, 0.7)
     x = np.array([1.7, 2.7, 100.0, -100.0])
     np.testing.assert_allclose(f.transform(x), [0.0, 0.7, 5.0, -5.0])
-    np.testing.assert_allclose(Feature("part_d0err", 0, 1, 0, 1).transform(np.array([-0.5, 0.3, 2.0])), [0, 0.3, 1])
+    np.testing.assert_allclose(
+        Feature("part_d0err", 0, 1, 0, 1).transform(np.array([-0.5, 0.3, 2.0])), [0, 0.3, 1]
+    )
     raw = np.array([3.0, -7.0])
     assert Feature("part_deta").transform(raw) is raw
 

@@ -13,7 +13,7 @@ from helpers import run_cli
 pytest.importorskip("pythia8mc")
 pytest.importorskip("fastjet")
 
-from jettag.generate.pythia import (  # noqa: E402
+from jettag.generate.pythia import (
     BRANCHES,
     LABEL_BRANCHES,
     generate_jets,
@@ -62,8 +62,12 @@ def test_jet_kinematics_against_vector(written):
     assert ak.all(part_pt[:, :-1] >= part_pt[:, 1:])
     deta = (parts.eta - jet.eta) * np.where(jet.eta >= 0, 1, -1)
     dphi = parts.deltaphi(jet)
-    np.testing.assert_allclose(ak.to_numpy(ak.flatten(written["part_deta"])), ak.to_numpy(ak.flatten(deta)), atol=1e-3)
-    np.testing.assert_allclose(ak.to_numpy(ak.flatten(written["part_dphi"])), ak.to_numpy(ak.flatten(dphi)), atol=1e-3)
+    np.testing.assert_allclose(
+        ak.to_numpy(ak.flatten(written["part_deta"])), ak.to_numpy(ak.flatten(deta)), atol=1e-3
+    )
+    np.testing.assert_allclose(
+        ak.to_numpy(ak.flatten(written["part_dphi"])), ak.to_numpy(ak.flatten(dphi)), atol=1e-3
+    )
     # anti-kT R=0.8 clusters in (rapidity, phi): slow massive particles may lie further away in eta
     assert ak.all(parts.deltaRapidityPhi(jet) < 0.8 + 0.05)
     # the soft-drop mass grooms: never above the jet mass
@@ -71,7 +75,13 @@ def test_jet_kinematics_against_vector(written):
 
 
 def test_particle_flags_are_exclusive(written):
-    flags = ["part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton", "part_isElectron", "part_isMuon"]
+    flags = [
+        "part_isChargedHadron",
+        "part_isNeutralHadron",
+        "part_isPhoton",
+        "part_isElectron",
+        "part_isMuon",
+    ]
     total = sum(ak.to_numpy(ak.flatten(written[f])).astype(int) for f in flags)
     assert np.all(total == 1)
     charge = ak.to_numpy(ak.flatten(written["part_charge"]))
@@ -88,7 +98,9 @@ def test_top_jets_contain_b_and_w_quarks(written):
     assert ak.all(ak.num(aux["aux_genpart_pt"]) == 5)
     assert np.all(np.abs(ak.to_numpy(aux["aux_genpart_pid"][:, 0])) == 6)
     assert np.all(np.abs(ak.to_numpy(aux["aux_genpart_pid"][:, 2])) == 24)
-    jet = vector.zip({"eta": aux["jet_eta"], "phi": aux["jet_phi"], "pt": aux["jet_pt"], "mass": aux["jet_mass"]})
+    jet = vector.zip(
+        {"eta": aux["jet_eta"], "phi": aux["jet_phi"], "pt": aux["jet_pt"], "mass": aux["jet_mass"]}
+    )
     quarks = vector.zip({"pt": aux["aux_genpart_pt"], "eta": aux["aux_genpart_eta"], "phi": aux["aux_genpart_phi"],
                          "mass": aux["aux_genpart_mass"]})[:, [1, 3, 4]]  # fmt: skip
     assert ak.all(quarks.deltaR(jet[:, np.newaxis]) < 0.8)
@@ -130,17 +142,19 @@ def test_cli_split_files_train_with_jettag(tmp_path):
     assert "wrote" in result.stderr and "Tbqq" in result.stderr
 
     # the files are what jettag reads
+    import yaml
+
     from jettag.data import read_jets
     from jettag.data.jets import JetBuilder
     from jettag.data.labels import LabelSpec
     from jettag.features.sets import FeatureSet
     from jettag.paths import config_dir
 
-    import yaml
-
     features = FeatureSet.from_config(yaml.safe_load((config_dir() / "features" / "full.yaml").read_text()))
     builder = JetBuilder(features, LabelSpec.from_config(["label_QCD", "label_Tbqq"]))
-    jets, skipped = read_jets([str(tmp_path / "gen_train.root")], builder, "tree", 100, "train", progress=False)
+    jets, skipped = read_jets(
+        [str(tmp_path / "gen_train.root")], builder, "tree", 100, "train", progress=False
+    )
     assert len(jets) == 4 and not skipped
     assert np.isfinite(jets.features).all()
 
