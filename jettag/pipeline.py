@@ -16,6 +16,7 @@ from jettag.data.datamodule import JetDataModule
 from jettag.errors import ConfigError
 from jettag.evaluation.report import write_report
 from jettag.features.sets import FeatureSet
+from jettag.models.weaver import attach_weights
 from jettag.tasks.classification import JetClassifier
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,19 @@ def build_datamodule(data_cfg, features: FeatureSet, seed: int = 0) -> JetDataMo
     try:
         return JetDataModule(features=features, seed=seed, **settings)
     except TypeError as err:
-        raise ConfigError(f"the data config has a setting jettag does not know ({err}); check its spelling.") from None
+        raise ConfigError(
+            f"the data config has a setting jettag does not know ({err}); check its spelling."
+        ) from None
 
 
-def build_model(model_cfg, input_dim: int, num_classes: int) -> nn.Module:
-    return hydra.utils.instantiate(as_dict(model_cfg), input_dim=input_dim, num_classes=num_classes)
+def build_model(model_cfg, input_dim: int, num_classes: int, load_weights: bool = True) -> nn.Module:
+    """The model of `model_cfg`; `weights` (a weaver-core ParT state dict) is loaded into it if set."""
+    settings = as_dict(model_cfg)
+    weights = settings.pop("weights", None)
+    model = hydra.utils.instantiate(settings, input_dim=input_dim, num_classes=num_classes)
+    if weights and load_weights:
+        attach_weights(model, weights)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -77,9 +86,13 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise ConfigError(f"cannot read the checkpoint '{path}' ({err}); is it a complete PyTorch file?") from None
+        raise ConfigError(
+            f"cannot read the checkpoint '{path}' ({err}); is it a complete PyTorch file?"
+        ) from None
     if not isinstance(checkpoint, Mapping) or "jettag" not in checkpoint or "state_dict" not in checkpoint:
-        raise ConfigError(f"'{path}' is not a checkpoint written by jettag-train (it lacks the run configuration).")
+        raise ConfigError(
+            f"'{path}' is not a checkpoint written by jettag-train (it lacks the run configuration)."
+        )
     return checkpoint
 
 

@@ -60,7 +60,8 @@ def evaluate(cfg: DictConfig) -> float:
         )
     datamodule.setup("test")
 
-    model = build_model(train_cfg["model"], features.num_features, datamodule.num_classes)
+    # the checkpoint holds the weights: a `model.weights` file the run started from is not needed
+    model = build_model(train_cfg["model"], features.num_features, datamodule.num_classes, load_weights=False)
     task = JetClassifier(
         model, optimizer=None, class_names=datamodule.class_names, background=datamodule.background
     )

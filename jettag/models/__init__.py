@@ -5,6 +5,7 @@ from jettag.models.part import ParticleTransformer
 from jettag.models.particlenet import ParticleNet
 from jettag.models.pcnn import ParticleCNN
 from jettag.models.pfn import ParticleFlowNetwork
+from jettag.models.weaver import load_weaver_weights
 
 __all__ = [
     "ParticleCNN",
@@ -13,4 +14,5 @@ __all__ = [
     "ParticleTransformer",
     "count_macs",
     "count_parameters",
+    "load_weaver_weights",
 ]

@@ -1,9 +1,13 @@
-"""Particle Transformer: size, padding invariance, permutation invariance, backbone/head split."""
+"""Particle Transformer: size, padding and permutation invariance, buckets, static and generic paths."""
+
+import copy
+import itertools
 
 import pytest
 import torch
 
-from jettag.models import ParticleTransformer
+from jettag.models import ParticleTransformer, part
+from jettag.models.part import plan_buckets
 
 SMALL = dict(embed_dims=(32, 64, 32), pair_embed_dims=(16, 16), num_heads=4, num_layers=2, num_cls_layers=1)
 
@@ -59,7 +63,9 @@ def test_training_statistics_ignore_padding():
     torch.manual_seed(0)
     model = ParticleTransformer(7, 3, dropout=0, attn_dropout=0, activation_dropout=0, **SMALL).train()
     x, v, mask = toy_batch()
-    torch.testing.assert_close(model(*pad(x, v, mask, 64)), model(*pad(x, v, mask, 128)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        model(*pad(x, v, mask, 64)), model(*pad(x, v, mask, 128)), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_permutation_invariance():
@@ -68,7 +74,9 @@ def test_permutation_invariance():
     x, v, mask = toy_batch()
     perm = torch.randperm(x.shape[1])
     with torch.no_grad():
-        torch.testing.assert_close(model(x, v, mask), model(x[:, perm], v[:, perm], mask[:, perm]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            model(x, v, mask), model(x[:, perm], v[:, perm], mask[:, perm]), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_backbone_head_split_and_reset():
@@ -88,3 +96,150 @@ def test_gradients_reach_every_parameter():
     model(x, v, mask).logsumexp(-1).sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
+
+
+def many_jets(n_jets=48, length=100, features=7, seed=2):
+    """Jets of 1..length particles (so a batch splits into several buckets), real particles first."""
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(1, length + 1, (n_jets,), generator=g)
+    counts[0] = length
+    mask = torch.arange(length)[None, :] < counts[:, None]
+    x = torch.randn(n_jets, length, features, generator=g) * mask[..., None]
+    pt = torch.rand(n_jets, length, generator=g) * 50 + 1
+    eta = torch.randn(n_jets, length, generator=g) * 0.3
+    phi = torch.randn(n_jets, length, generator=g) * 0.3
+    v = torch.stack([pt * phi.cos(), pt * phi.sin(), pt * eta.sinh(), pt * eta.cosh()], -1) * mask[..., None]
+    return x, v, mask
+
+
+def test_bucket_plans():
+    counts = sorted(
+        torch.randint(1, 129, (64,), generator=torch.Generator().manual_seed(0)).tolist(), reverse=True
+    )
+    for packed in (True, False):
+        buckets = plan_buckets(counts, packed)
+        assert buckets[0].start == 0 and buckets[-1].stop == 64
+        assert all(a.stop == b.start for a, b in itertools.pairwise(buckets))
+        assert all(k.length == counts[k.start] for k in buckets)
+        assert sum(k.num_pairs for k in buckets) == sum(n * (n + 1) // 2 for n in counts)
+    assert len(plan_buckets(counts, packed=True)) > 1  # spread-out multiplicities are split
+    assert len(plan_buckets([50] * 64, packed=False)) == 1  # nothing to gain
+
+
+@pytest.mark.parametrize("interaction", [True, False])
+def test_buckets_and_packing_do_not_change_scores(interaction):
+    torch.manual_seed(0)
+    no_dropout = dict(dropout=0, attn_dropout=0, activation_dropout=0)
+    model = ParticleTransformer(7, 3, use_interaction=interaction, **SMALL, **no_dropout)
+    x, v, mask = many_jets()
+    counts = sorted(mask.sum(1).tolist(), reverse=True)
+    assert len(plan_buckets(counts, packed=True)) > 1 and len(plan_buckets(counts, packed=False)) > 1
+    model.eval()
+    with torch.no_grad():
+        batch = model(x, v, mask)
+        alone = torch.cat([model(x[i : i + 1, :n], v[i : i + 1, :n], mask[i : i + 1, :n])
+                           for i, n in enumerate(mask.sum(1).tolist())])  # fmt: skip
+        model.dense = True  # static shapes: the padded batch as given
+        dense = model(x, v, mask)
+        model.dense = False
+    torch.testing.assert_close(batch, alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batch, dense, atol=1e-5, rtol=1e-5)
+    # training: packed tokens in buckets, batch statistics over real particles and pairs only
+    model.train()
+    torch.testing.assert_close(model(x, v, mask), model(*pad(x, v, mask, 160)), atol=1e-5, rtol=1e-5)
+
+
+def test_generic_code_path_and_bf16_autocast(monkeypatch):
+    """The path GPUs take (SDPA, F.dropout, F.linear), run on the CPU; and bf16 autocast on it."""
+    torch.manual_seed(0)
+    model = ParticleTransformer(7, 3, **SMALL).eval()
+    x, v, mask = many_jets(n_jets=24, length=60)
+    with torch.no_grad():
+        cpu_path = model(x, v, mask)
+        monkeypatch.setattr(part, "CPU_KERNELS", False)
+        generic = model(x, v, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x, v, mask)
+    torch.testing.assert_close(generic, cpu_path, atol=1e-5, rtol=1e-5)
+    assert low.dtype == torch.bfloat16 and (low.float() - cpu_path).abs().max() < 0.1
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x, v, mask).float().logsumexp(-1).sum()
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("final_activation", [True, False])
+def test_train_mode_pair_embedding_in_a_workspace(monkeypatch, final_activation):
+    """The CPU training path of the pair MLP (hand-written backward, reused buffers) against autograd
+    through the same layers, float64: outputs, every gradient and the running statistics."""
+    torch.manual_seed(0)
+    fused = part.PairEmbed((32, 32), 4, final_activation=final_activation).double().train()
+    plain = copy.deepcopy(fused)
+    features = torch.randn(3000, 4, dtype=torch.float64)
+    weights = torch.randn(3000, 4, dtype=torch.float64)
+    for step in range(2):  # the second step reuses the buffers of the first
+        a, b = features[step:].clone().requires_grad_(), features[step:].clone().requires_grad_()
+        out = fused._embed_training(a)
+        monkeypatch.setattr(part, "CPU_KERNELS", False)
+        expected = plain._embed_training(b)
+        monkeypatch.setattr(part, "CPU_KERNELS", True)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        (out * weights[step:]).sum().backward()
+        (expected * weights[step:]).sum().backward()
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    scale = max(p.grad.abs().max().item() for p in plain.parameters())
+    for (name, ours), theirs in zip(fused.named_parameters(), plain.parameters(), strict=True):
+        # biases before a train-mode batch norm have zero gradient: compare on the scale of all gradients
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-9, atol=1e-12 * scale, msg=name)
+    for (name, ours), theirs in zip(fused.named_buffers(), plain.buffers(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_pair_embedding_workspaces_follow_the_autograd_graphs():
+    embed = part.PairEmbed((8,), 2).train()
+    first, second = embed._embed_training(torch.randn(50, 4)), embed._embed_training(torch.randn(60, 4))
+    assert len(part._WORKSPACES[embed]) == 2  # two graphs awaiting backward: two workspaces
+    first.sum().backward()
+    second.sum().backward()
+    embed._embed_training(torch.randn(70, 4))  # reuses a freed one
+    with torch.no_grad():
+        embed._embed_training(torch.randn(70, 4))
+    assert len(part._WORKSPACES[embed]) == 2
+    copy.deepcopy(embed)  # the workspaces are not part of the module's state
+
+
+def test_dropout_rate_and_seed():
+    x = torch.ones(300, 1000)
+    torch.manual_seed(3)
+    a = part.dropout(x, 0.1, True)
+    torch.manual_seed(3)
+    b = part.dropout(x, 0.1, True)
+    assert torch.equal(a, b)
+    assert (a > 0).float().mean().item() == pytest.approx(0.9, abs=0.003)
+    assert a.mean().item() == pytest.approx(1.0, abs=0.005)
+    assert torch.equal(part.dropout(x, 0.1, False), x)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
+@pytest.mark.parametrize("dynamo", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_onnx_export_of_the_static_path(dynamo, tmp_path):
+    """Under export the model takes its static-shape path; batch and particle dims stay dynamic."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    model = ParticleTransformer(7, 3, **SMALL).eval()
+    names = ["x", "v", "mask"]
+    if dynamo:
+        dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("particles")}
+        dynamic = dict(dynamic_shapes={name: dims for name in names})
+    else:
+        dynamic = dict(dynamic_axes={name: {0: "batch", 1: "particles"} for name in names})
+    torch.onnx.export(
+        model, many_jets(6, 30), tmp_path / "part.onnx", input_names=names, dynamo=dynamo, **dynamic
+    )
+    session = ort.InferenceSession(str(tmp_path / "part.onnx"))
+    x, v, mask = many_jets(9, 45, seed=5)  # other sizes than exported with
+    got = session.run(None, {"x": x.numpy(), "v": v.numpy(), "mask": mask.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), model(x, v, mask), atol=1e-5, rtol=1e-5)
