@@ -1,0 +1,205 @@
+"""A trained tagger applied to jets without labels: load a run, score files chunk by chunk.
+
+`load_trained` rebuilds the feature set and the network of a `jettag-train` checkpoint (no Lightning
+needed); `predict_files` streams input files through it and writes one row per input jet, in file
+order, so the output lines up with the input files as a friend tree. Memory is bounded by the
+chunk size, not by the file size.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import torch
+import uproot
+from torch import nn
+from tqdm.auto import tqdm
+
+from jettag.data.dataset import JetDataset
+from jettag.data.jets import JetBuilder
+from jettag.data.reader import JetFile, resolve_files
+from jettag.errors import ConfigError
+from jettag.features.sets import FeatureSet
+from jettag.pipeline import build_features, build_model, load_checkpoint
+
+# A column added to every chunk so that the builder carries each kept jet's entry number along.
+_ENTRY = "__jettag_entry"
+
+
+@dataclass
+class TrainedModel:
+    """The network of a training run in eval mode, with what is needed to feed it."""
+
+    model: nn.Module
+    features: FeatureSet
+    class_names: list[str]
+    background: int
+    config: dict  # the resolved training configuration
+    checkpoint: Path
+
+
+def checkpoint_of(run_dir: str | None, ckpt_path: str | None) -> Path:
+    """The checkpoint named by `ckpt_path`, else `<run_dir>/checkpoints/best.ckpt`."""
+    if ckpt_path:
+        return Path(ckpt_path)
+    if run_dir:
+        path = Path(run_dir) / "checkpoints" / "best.ckpt"
+        if not path.is_file():
+            raise ConfigError(
+                f"run_dir: '{run_dir}' has no checkpoints/best.ckpt; is it a jettag-train run directory?"
+            )
+        return path
+    raise ConfigError(
+        "give the trained run, run_dir=<training run directory>, or a checkpoint, ckpt_path=<file>."
+    )
+
+
+def load_trained(path: str | Path) -> TrainedModel:
+    checkpoint = load_checkpoint(path)
+    meta = checkpoint["jettag"]
+    config = meta.get("config")
+    if not config:
+        raise ConfigError(
+            f"'{path}' does not hold its training configuration; use a checkpoint written by jettag-train."
+        )
+    features = build_features(config["features"])
+    class_names = list(meta["class_names"])
+    # the checkpoint holds the weights: a `weights` file the run started from is not needed
+    model = build_model(config["model"], features.num_features, len(class_names), load_weights=False)
+    prefix = "model."
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    model.load_state_dict(state)
+    return TrainedModel(
+        model.eval(), features, class_names, int(meta.get("background", 0)), config, Path(path)
+    )
+
+
+def choose_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device={device!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but PyTorch sees no CUDA GPU; use device=cpu.")
+    return chosen
+
+
+@dataclass
+class PredictSummary:
+    jets: int = 0  # rows written, one per input jet
+    scored: int = 0
+    skipped: Counter = field(default_factory=Counter)  # reason -> jets written with NaN scores
+    files: list[str] = field(default_factory=list)
+
+
+@torch.inference_mode()
+def score_jets(model: nn.Module, dataset: JetDataset, batch_size: int, device: torch.device) -> np.ndarray:
+    """Softmax scores (jets, classes) in dataset order; batches of similar multiplicity, padded to their longest jet."""
+    order = np.argsort(-dataset.counts, kind="stable")
+    scores = []
+    for start in range(0, len(order), batch_size):
+        batch = dataset[order[start : start + batch_size]]
+        logits = model(*(batch[k].to(device, non_blocking=True) for k in ("x", "v", "mask")))
+        scores.append(torch.softmax(logits.float(), dim=-1).cpu())
+    out = np.empty((len(order), scores[0].shape[1]), dtype=np.float32)
+    out[order] = torch.cat(scores).numpy()
+    return out
+
+
+def predict_files(
+    trained: TrainedModel,
+    patterns: str | Sequence[str],
+    output: str | Path,
+    treename: str,
+    observers: Sequence[str] = (),
+    branches: Mapping[str, str] | None = None,
+    chunk_size: int = 100_000,
+    batch_size: int = 1024,
+    drop_nonfinite: bool = False,
+    device: torch.device | None = None,
+    progress: bool = True,
+) -> PredictSummary:
+    """Score every jet of the files into `output` (tree `Events`), chunk by chunk.
+
+    One row per input jet, files in the order given: `score_<class>` (float32), the observers and
+    `entry`, the jet's entry number in its input file. Jets the model cannot take (no particles, or
+    non-finite inputs with `drop_nonfinite`) keep their row with NaN scores and are counted.
+    """
+    if chunk_size < 1 or batch_size < 1:
+        raise ConfigError(
+            f"data.chunk_size and batch_size must be at least 1, not {chunk_size} and {batch_size}."
+        )
+    taken = {"entry", *(f"score_{name}" for name in trained.class_names)} & set(observers)
+    if taken:
+        raise ConfigError(
+            f"data.observers lists {sorted(taken)}, names of branches jettag-predict writes; leave them out."
+        )
+    files = resolve_files(patterns, "files")
+    if any(Path(f).resolve() == Path(output).resolve() for f in files):
+        raise ConfigError(f"output={output} is one of the input files; write the scores to another file.")
+    device = device or torch.device("cpu")
+    model = trained.model.to(device).eval()
+    planner = JetBuilder(
+        trained.features, None, observers, branches, skip_empty=True, drop_nonfinite=drop_nonfinite
+    )
+    builder = JetBuilder(
+        trained.features, None, [*observers, _ENTRY], branches, skip_empty=True, drop_nonfinite=drop_nonfinite
+    )
+    jet_files = [JetFile(path, treename) for path in files]
+    plans = [planner.plan(f) for f in jet_files]  # every file checked before anything is written
+    summary = PredictSummary(files=files)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tree, dtypes = None, {}
+    total = sum(f.num_entries for f in jet_files)
+    with (
+        uproot.recreate(output) as out,
+        tqdm(total=total, unit=" jets", desc="scoring", disable=not progress) as bar,
+    ):
+        for jet_file, plan in zip(jet_files, plans, strict=True):
+            read = plan.all_branches(builder.rename)
+            plan.observers.append(_ENTRY)
+            for chunk in jet_file.iterate(read, chunk_size):
+                columns = _score_chunk(trained, model, builder, chunk, plan, batch_size, device, summary)
+                if tree is None:
+                    dtypes = {name: values.dtype for name, values in columns.items()}
+                    tree = out.mktree("Events", dtypes)
+                tree.extend(
+                    {name: values.astype(dtypes[name], copy=False) for name, values in columns.items()}
+                )
+                bar.update(chunk.stop - chunk.start)
+        if tree is None:  # no jets at all: an empty tree with the score branches
+            out.mktree(
+                "Events", {f"score_{name}": np.float32 for name in trained.class_names} | {"entry": np.int64}
+            )
+    return summary
+
+
+def _score_chunk(trained, model, builder, chunk, plan, batch_size, device, summary) -> dict[str, np.ndarray]:
+    num = chunk.stop - chunk.start
+    chunk.arrays = ak.with_field(chunk.arrays, np.arange(chunk.start, chunk.stop, dtype=np.int64), _ENTRY)
+    jets, skipped = builder.build(chunk, plan)
+    kept = jets.observers.pop(_ENTRY) - chunk.start  # rows of the chunk that the builder kept
+    scores = np.full((num, len(trained.class_names)), np.nan, dtype=np.float32)
+    if len(jets):
+        scores[kept] = score_jets(model, JetDataset(jets), batch_size, device)
+    columns = {f"score_{name}": scores[:, i] for i, name in enumerate(trained.class_names)}
+    for name, values in jets.observers.items():
+        if name in plan.observers:  # read from the file: every row has its value
+            column = ak.to_numpy(chunk.arrays[builder.rename.get(name, name)])
+        else:  # derived from the particles: NaN where the jet was skipped
+            column = np.full(num, np.nan, dtype=np.float32)
+            column[kept] = values
+        columns[name] = column.astype(np.float32) if column.dtype == np.float16 else column
+    columns["entry"] = np.arange(chunk.start, chunk.stop, dtype=np.int64)
+    summary.jets += num
+    summary.scored += len(jets)
+    summary.skipped += skipped
+    return columns
