@@ -36,7 +36,7 @@ BLOCKS = readme_blocks()
 
 
 def test_readme_has_tested_blocks_and_three_commands():
-    assert [name for name, _ in BLOCKS] == ["own-files", "experiments", "generate"]
+    assert [name for name, _ in BLOCKS] == ["own-files", "experiments", "models", "deploy", "generate"]
     first = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1)
     commands = [line for line in first.splitlines() if line and not line.startswith("#")]
     assert commands[1:] == ["jettag-train", "pytest"]
@@ -81,6 +81,11 @@ def test_readme_example_runs(name, commands, workdir):
         result = subprocess.run(adapt(command, workdir, index), cwd=workdir, capture_output=True, text=True,
                                 timeout=600, env={**__import__("os").environ, "MPLBACKEND": "Agg"})  # fmt: skip
         assert result.returncode == 0, f"{shlex.join(command)}\n{result.stderr[-3000:]}"
+    if name == "models":
+        runs = [p.parent for p in (workdir / "runs" / "baselines").glob("*/metrics.json")]
+        assert len(runs) == 4
+    if name == "deploy":
+        assert (workdir / "runs" / "mytop" / "model.onnx").is_file() and (workdir / "scores.root").is_file()
     if name == "own-files":
         for run in ("runs/mytop", "runs/mytop/eval", "runs/mytop-eval"):
             assert (workdir / run / "metrics.json").is_file(), run
