@@ -127,7 +127,7 @@ def test_bucket_plans():
 
 
 @pytest.mark.parametrize("interaction", [True, False])
-def test_buckets_and_packing_do_not_change_scores(interaction):
+def test_buckets_and_packing_do_not_change_scores(interaction, monkeypatch):
     torch.manual_seed(0)
     no_dropout = dict(dropout=0, attn_dropout=0, activation_dropout=0)
     model = ParticleTransformer(7, 3, use_interaction=interaction, **SMALL, **no_dropout)
@@ -144,6 +144,11 @@ def test_buckets_and_packing_do_not_change_scores(interaction):
         model.dense = False
     torch.testing.assert_close(batch, alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(batch, dense, atol=1e-5, rtol=1e-5)
+    # inference on packed tokens (chosen when the padded buckets would pad much) and on padded buckets
+    for threshold in (0.0, 1e9):
+        monkeypatch.setattr(part, "PACK_ABOVE", threshold)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x, v, mask), batch, atol=1e-5, rtol=1e-5)
     # training: packed tokens in buckets, batch statistics over real particles and pairs only
     model.train()
     torch.testing.assert_close(model(x, v, mask), model(*pad(x, v, mask, 160)), atol=1e-5, rtol=1e-5)
@@ -219,6 +224,20 @@ def test_dropout_rate_and_seed():
     assert (a > 0).float().mean().item() == pytest.approx(0.9, abs=0.003)
     assert a.mean().item() == pytest.approx(1.0, abs=0.005)
     assert torch.equal(part.dropout(x, 0.1, False), x)
+    # large draws are split over threads: still reproducible, still Bernoulli(0.9) throughout
+    big = torch.ones(2, 3 * part.RNG_SPLIT)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the tests run with one
+    try:
+        torch.manual_seed(4)
+        c = part.dropout(big, 0.1, True)
+        torch.manual_seed(4)
+        assert torch.equal(c, part.dropout(big, 0.1, True))
+        assert part._RNG_WORKERS == 2
+    finally:
+        torch.set_num_threads(threads)
+    for half in c.flatten().chunk(2):
+        assert (half > 0).float().mean().item() == pytest.approx(0.9, abs=0.001)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
