@@ -44,23 +44,12 @@ import yaml
 from jettag.data.datamodule import JetDataModule
 from jettag.features.sets import FeatureSet
 from jettag.models import ParticleTransformer, load_weaver_weights
+from jettag.models.weaver import REFERENCE_WEAVER_KWARGS
 from jettag.paths import config_dir, sample_path
 
 MAX_PARTICLES = 128
-# the published ParT configuration (jet-universe/particle_transformer, example_ParticleTransformer.py)
-WEAVER_REFERENCE = dict(
-    pair_input_dim=4,
-    use_pre_activation_pair=False,
-    embed_dims=[128, 512, 128],
-    pair_embed_dims=[64, 64, 64],
-    num_heads=8,
-    num_layers=8,
-    num_cls_layers=2,
-    cls_block_params={"dropout": 0, "attn_dropout": 0, "activation_dropout": 0},
-    fc_params=[],
-    trim=True,
-    for_inference=False,
-)
+# the published ParT configuration, with weaver's own trimming of the padding
+WEAVER_REFERENCE = dict(REFERENCE_WEAVER_KWARGS, trim=True, for_inference=False)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -41,6 +41,19 @@ from jettag.models.part import ParticleTransformer
 
 log = logging.getLogger(__name__)
 
+# weaver-core ParticleTransformer arguments of the published models (particle_transformer's
+# networks/example_ParticleTransformer.py); jettag's ParticleTransformer defaults are this model.
+REFERENCE_WEAVER_KWARGS = dict(
+    pair_input_dim=4,
+    use_pre_activation_pair=False,
+    embed_dims=[128, 512, 128],
+    pair_embed_dims=[64, 64, 64],
+    num_heads=8,
+    num_layers=8,
+    num_cls_layers=2,
+    cls_block_params={"dropout": 0, "attn_dropout": 0, "activation_dropout": 0},
+    fc_params=[],
+)
 # Prefixes wrappers put in front of the model's own names: weaver's `mod`, DataParallel/DDP's
 # `module`, torch.compile's `_orig_mod`.
 WRAPPER_PREFIXES = ("mod.", "module.", "_orig_mod.")

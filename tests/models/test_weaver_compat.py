@@ -17,23 +17,10 @@ from helpers import toy_jets
 
 from jettag.errors import ConfigError
 from jettag.models import ParticleTransformer
-from jettag.models.weaver import load_weaver_weights, weaver_key_map
+from jettag.models.weaver import REFERENCE_WEAVER_KWARGS, load_weaver_weights, weaver_key_map
 from jettag.pipeline import build_model
 
-REFERENCE = dict(
-    jettag=dict(),
-    weaver=dict(
-        pair_input_dim=4,
-        use_pre_activation_pair=False,
-        embed_dims=[128, 512, 128],
-        pair_embed_dims=[64, 64, 64],
-        num_heads=8,
-        num_layers=8,
-        num_cls_layers=2,
-        cls_block_params={"dropout": 0, "attn_dropout": 0, "activation_dropout": 0},
-        fc_params=[],
-    ),
-)
+REFERENCE = dict(jettag=dict(), weaver=REFERENCE_WEAVER_KWARGS)
 # weaver's own defaults where the reference differs: no GELU after the pair embedding, MLP head
 SMALL = dict(
     jettag=dict(
