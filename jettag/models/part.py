@@ -395,6 +395,11 @@ class _PairMLPTraining(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
+        if ctx.saved is None:  # its buffers went back to the workspace after the first backward
+            raise RuntimeError(
+                "jettag's train-mode pair embedding supports one backward pass per forward pass "
+                "(retain_graph=True is not supported on the CPU path); run the forward pass again."
+            )
         modules = list(ctx.module.mlp)
         space: _Workspace = ctx.space
         features = ctx.features

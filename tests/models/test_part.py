@@ -212,6 +212,10 @@ def test_pair_embedding_workspaces_follow_the_autograd_graphs():
         embed._embed_training(torch.randn(70, 4))
     assert len(part._WORKSPACES[embed]) == 2
     copy.deepcopy(embed)  # the workspaces are not part of the module's state
+    out = embed._embed_training(torch.randn(30, 4))
+    out.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass per forward pass"):
+        out.sum().backward()
 
 
 def test_dropout_rate_and_seed():
