@@ -17,55 +17,33 @@ from omegaconf import DictConfig
 
 from jettag.cli import hydra_app
 from jettag.errors import ConfigError
-from jettag.pipeline import (
-    as_dict,
-    build_datamodule,
-    build_features,
-    build_model,
-    count_parameters,
-    load_checkpoint,
-    write_test_report,
-)
+from jettag.inference import checkpoint_of, load_trained
+from jettag.pipeline import as_dict, build_datamodule, count_parameters, write_test_report
 from jettag.tasks.classification import JetClassifier
 
 log = logging.getLogger("jettag.eval")
 
 
 def evaluate(cfg: DictConfig) -> float:
-    if cfg.ckpt_path:
-        ckpt_path = Path(cfg.ckpt_path)
-    elif cfg.run_dir:
-        ckpt_path = Path(cfg.run_dir) / "checkpoints" / "best.ckpt"
-        if not ckpt_path.is_file():
-            raise ConfigError(
-                f"run_dir: '{cfg.run_dir}' has no checkpoints/best.ckpt; is it a jettag-train run directory?"
-            )
-    else:
-        raise ConfigError(
-            "give the run to evaluate, run_dir=<training run directory>, or a checkpoint, ckpt_path=<file>."
-        )
-    checkpoint = load_checkpoint(ckpt_path)
-    meta = checkpoint["jettag"]
-    train_cfg = meta["config"]
+    ckpt_path = checkpoint_of(cfg.run_dir, cfg.ckpt_path)
+    # the network with the checkpoint's weights (a `model.weights` file the run started from is not needed)
+    trained = load_trained(ckpt_path)
+    train_cfg, features, model = trained.config, trained.features, trained.model
 
     data_cfg = dict(train_cfg["data"])
     data_cfg.update({k: v for k, v in as_dict(cfg.data).items() if v is not None})
     data_cfg["train_files"] = data_cfg["val_files"] = None
-    features = build_features(train_cfg["features"])
     datamodule = build_datamodule(data_cfg, features, train_cfg.get("seed", 0))
-    if datamodule.num_classes != len(meta["class_names"]):
+    if datamodule.num_classes != len(trained.class_names):
         raise ConfigError(
             f"data.labels gives {datamodule.num_classes} classes but the model was trained for "
-            f"{len(meta['class_names'])} ({', '.join(meta['class_names'])}); list matching label branches."
+            f"{len(trained.class_names)} ({', '.join(trained.class_names)}); list matching label branches."
         )
     datamodule.setup("test")
 
-    # the checkpoint holds the weights: a `model.weights` file the run started from is not needed
-    model = build_model(train_cfg["model"], features.num_features, datamodule.num_classes, load_weights=False)
     task = JetClassifier(
         model, optimizer=None, class_names=datamodule.class_names, background=datamodule.background
     )
-    task.load_state_dict(checkpoint["state_dict"])
     output_dir = Path(cfg.paths.output_dir)
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
