@@ -361,17 +361,15 @@ class _PairMLPTraining(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, features: torch.Tensor, module: PairEmbed, *params: torch.Tensor) -> torch.Tensor:
-        modules = list(module.mlp)
+        layers = module.layers()
         owner = _Owner()
         space = _workspace(module, owner)
         rows = features.shape[0]
         h = space.get("in", rows, features.shape[1], features)
-        stats = [_batch_norm_train(modules[0], features, h)]
-        saved = []  # per layer: input, pre-norm, post-norm, gelu
-        for k in range(1, len(modules), 3):
-            linear, bn = modules[k], modules[k + 1]
-            gelu = k + 2 < len(modules)
-            last = k + 3 >= len(modules)
+        stats = [_batch_norm_train(module.mlp[0], features, h)]
+        saved = []  # per layer: its input, the batch norm's input and output
+        for k, (linear, bn, gelu) in enumerate(layers):
+            last = k == len(layers) - 1  # its output leaves the workspace: a tensor of its own
             width = linear.out_features
             z = space.get(f"z{k}", rows, width, features)
             torch.addmm(linear.bias, h, linear.weight.t(), out=z)
@@ -381,7 +379,7 @@ class _PairMLPTraining(torch.autograd.Function):
                 else space.get(f"y{k}", rows, width, features)
             )
             stats.append(_batch_norm_train(bn, z, y))
-            saved.append((h, z, y, gelu))
+            saved.append((h, z, y))
             if gelu:
                 out = features.new_empty(rows, width) if last else space.get(f"h{k}", rows, width, features)
                 h = torch.ops.aten.gelu.out(y, out=out)
@@ -400,15 +398,14 @@ class _PairMLPTraining(torch.autograd.Function):
                 "jettag's train-mode pair embedding supports one backward pass per forward pass "
                 "(retain_graph=True is not supported on the CPU path); run the forward pass again."
             )
-        modules = list(ctx.module.mlp)
         space: _Workspace = ctx.space
         features = ctx.features
         rows = features.shape[0]
-        grads: dict[int, tuple] = {}
+        layers = ctx.module.layers()
+        grads: list[tuple] = [()] * len(layers)  # per layer: Linear weight, bias, batch-norm weight, bias
         g = grad.contiguous()
-        for index, k in reversed(list(enumerate(range(1, len(modules), 3)))):
-            linear, bn = modules[k], modules[k + 1]
-            h, z, y, gelu = ctx.saved[index]
+        for k in reversed(range(len(layers))):
+            (linear, bn, gelu), (h, z, y), (mean, invstd) = layers[k], ctx.saved[k], ctx.stats[k + 1]
             width = linear.out_features
             if gelu:
                 gy = torch.ops.aten.gelu_backward.grad_input(
@@ -416,30 +413,30 @@ class _PairMLPTraining(torch.autograd.Function):
                 )
             else:
                 gy = g
-            mean, invstd = ctx.stats[index + 1]
             gz = space.get("gz", rows, width, features)
             gz, g_bn_w, g_bn_b = torch.ops.aten.native_batch_norm_backward.out(
                 gy, z, bn.weight, bn.running_mean, bn.running_var, mean, invstd, True, bn.eps,
-                [True, bn.weight is not None, bn.bias is not None],
-                out0=gz, out1=torch.empty_like(mean), out2=torch.empty_like(mean),
+                [True, True, True], out0=gz, out1=torch.empty_like(mean), out2=torch.empty_like(mean),
             )  # fmt: skip
             # x^T dz: with few inputs and many pairs much faster than dz^T x
             g_w = torch.mm(h.t(), gz).t().contiguous()
-            g_b = gz.sum(0)
             g = torch.mm(gz, linear.weight, out=space.get("gh", rows, linear.in_features, features))
-            grads[k] = (g_w, g_b)
-            grads[k + 1] = (g_bn_w, g_bn_b)
-        bn0 = modules[0]
+            grads[k] = (g_w, gz.sum(0), g_bn_w, g_bn_b)
+        bn0 = ctx.module.mlp[0]
         mean, invstd = ctx.stats[0]
         g_in, g_bn_w, g_bn_b = torch.ops.aten.native_batch_norm_backward(
             g, features, bn0.weight, bn0.running_mean, bn0.running_var, mean, invstd, True, bn0.eps,
-            [ctx.needs_input_grad[0], bn0.weight is not None, bn0.bias is not None],
+            [ctx.needs_input_grad[0], True, True],
         )  # fmt: skip
-        grads[0] = (g_bn_w, g_bn_b)
         ctx.space.owner = None  # the workspace is free again
         ctx.saved = ctx.stats = ctx.features = None
-        flat = [t for k in sorted(grads) for t in grads[k]]
-        return (g_in if ctx.needs_input_grad[0] else None, None, *flat)
+        return (
+            g_in if ctx.needs_input_grad[0] else None,
+            None,
+            g_bn_w,
+            g_bn_b,
+            *(t for g4 in grads for t in g4),
+        )
 
 
 class PairEmbed(nn.Module):
@@ -473,20 +470,22 @@ class PairEmbed(nn.Module):
             layers.pop()
         self.mlp = nn.Sequential(*layers)
 
+    def layers(self) -> list[tuple[nn.Linear, nn.BatchNorm1d, bool]]:
+        """(Linear, BatchNorm1d, GELU after it) per layer of the MLP, after its input batch norm `mlp[0]`."""
+        modules = list(self.mlp)
+        return [(modules[k], modules[k + 1], k + 2 < len(modules)) for k in range(1, len(modules), 3)]
+
     def folded_layers(self) -> list[tuple[torch.Tensor, torch.Tensor, bool]]:
         """(weight, bias, gelu) per Linear with the eval-mode batch norms folded in: the same map, fewer passes."""
-        modules = list(self.mlp)
-        in_scale, in_shift = _bn_affine(modules[0])
-        layers = []
-        for k in range(1, len(modules), 3):
-            linear, bn = modules[k], modules[k + 1]
+        in_scale, in_shift = _bn_affine(self.mlp[0])
+        folded = []
+        for k, (linear, bn, gelu) in enumerate(self.layers()):
             weight, bias = linear.weight, linear.bias
-            if k == 1:
+            if k == 0:
                 weight, bias = weight * in_scale, bias + weight @ in_shift
             scale, shift = _bn_affine(bn)
-            gelu = k + 2 < len(modules)
-            layers.append((weight * scale[:, None], bias * scale + shift, gelu))
-        return layers
+            folded.append((weight * scale[:, None], bias * scale + shift, gelu))
+        return folded
 
     def _embed(self, features: torch.Tensor, chunked: bool = True) -> torch.Tensor:
         if self.training:
@@ -504,7 +503,11 @@ class PairEmbed(nn.Module):
 
     def _embed_training(self, features: torch.Tensor) -> torch.Tensor:
         if _cpu_kernels(features) and not torch.is_autocast_enabled("cpu") and self._plain_layers():
-            params = [t for m in self.mlp if not isinstance(m, nn.GELU) for t in (m.weight, m.bias)]
+            bn0 = self.mlp[0]
+            params = [bn0.weight, bn0.bias]
+            params += [
+                t for linear, bn, _ in self.layers() for t in (linear.weight, linear.bias, bn.weight, bn.bias)
+            ]
             return _PairMLPTraining.apply(features, self, *params)
         modules = list(self.mlp)
         h = modules[0](features)
