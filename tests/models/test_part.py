@@ -12,9 +12,9 @@ from jettag.models.part import plan_buckets
 SMALL = dict(embed_dims=(32, 64, 32), pair_embed_dims=(16, 16), num_heads=4, num_layers=2, num_cls_layers=1)
 
 
-def toy_batch(batch=5, length=40, features=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    counts = torch.tensor([40, 1, 17, 33, 8])[:batch]
+def jets_with_counts(counts, length, features, g):
+    """Padded jets (x, v, mask) with counts[i] real particles first, collimated four-vectors."""
+    batch = len(counts)
     mask = torch.arange(length)[None, :] < counts[:, None]
     x = torch.randn(batch, length, features, generator=g) * mask[..., None]
     pt = torch.rand(batch, length, generator=g) * 50 + 1
@@ -22,6 +22,11 @@ def toy_batch(batch=5, length=40, features=7, seed=0):
     phi = torch.randn(batch, length, generator=g) * 0.3
     v = torch.stack([pt * phi.cos(), pt * phi.sin(), pt * eta.sinh(), pt * eta.cosh()], -1) * mask[..., None]
     return x, v, mask
+
+
+def toy_batch(batch=5, length=40, features=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return jets_with_counts(torch.tensor([40, 1, 17, 33, 8])[:batch], length, features, g)
 
 
 def pad(x, v, mask, length):
@@ -103,13 +108,7 @@ def many_jets(n_jets=48, length=100, features=7, seed=2):
     g = torch.Generator().manual_seed(seed)
     counts = torch.randint(1, length + 1, (n_jets,), generator=g)
     counts[0] = length
-    mask = torch.arange(length)[None, :] < counts[:, None]
-    x = torch.randn(n_jets, length, features, generator=g) * mask[..., None]
-    pt = torch.rand(n_jets, length, generator=g) * 50 + 1
-    eta = torch.randn(n_jets, length, generator=g) * 0.3
-    phi = torch.randn(n_jets, length, generator=g) * 0.3
-    v = torch.stack([pt * phi.cos(), pt * phi.sin(), pt * eta.sinh(), pt * eta.cosh()], -1) * mask[..., None]
-    return x, v, mask
+    return jets_with_counts(counts, length, features, g)
 
 
 def test_bucket_plans():
