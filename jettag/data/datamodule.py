@@ -1,20 +1,39 @@
-"""The LightningDataModule: files of each split -> JetArrays in memory -> padded batches."""
+"""The LightningDataModule: files of each split -> padded batches, in memory or streamed.
+
+In memory (the default for small sets): every jet of a split is read once into `JetArrays` and
+batches are drawn by `JetBatchSampler`. Streaming (`streaming: true`, or `auto` above
+`in_memory_max_jets` training jets): the training and validation files are read piece by piece
+by a `JetStream` in every epoch, sharded over DataLoader workers and DDP ranks, with flat memory.
+The test split is always read into memory: its report keeps every jet's scores, truth and
+observers anyway.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from jettag.data.dataset import JetBatchSampler, JetDataset
+from jettag.data.expressions import Expression, parse_new_variables
+from jettag.data.fit import (
+    Reweighting,
+    fit_standardization,
+    raw_feature_set,
+    sample_ranges,
+    standardization_record,
+    write_json,
+)
 from jettag.data.jets import JetArrays, JetBuilder
 from jettag.data.labels import LabelSpec
-from jettag.data.reader import JetFile, resolve_files
-from jettag.errors import ConfigError, DataError
+from jettag.data.reader import FileEntry, JetFile, resolve_entries
+from jettag.data.streaming import JetStream, JetStreamLoader, StreamFile
+from jettag.errors import ConfigError, DataError, JetTagError
 from jettag.features.sets import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -22,26 +41,86 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
+def _as_entry(f) -> FileEntry:
+    return f if isinstance(f, FileEntry) else FileEntry(str(f))
+
+
+def open_files(
+    entries: Sequence[FileEntry | str],
+    builder: JetBuilder,
+    treename: str,
+    key: str,
+    skip_bad_files: bool = False,
+    skipped: Counter | None = None,
+) -> list[tuple[JetFile, object]]:
+    """Open every file and check its branches before reading; bad files are errors or, with
+    `skip_bad_files`, warnings (their jets counted as `bad_file`)."""
+    spec = builder.labels
+    opened = []
+    for entry in map(_as_entry, entries):
+        label = spec.group_index(entry.group, key) if entry.group is not None and spec else None
+        try:
+            jet_file = JetFile(entry.path, treename, label)
+            opened.append((jet_file, builder.plan(jet_file)))
+        except JetTagError as err:
+            if not skip_bad_files or isinstance(err, ConfigError):
+                raise
+            lost = _entries_if_readable(entry.path, treename)
+            log.warning("%s: skipping a bad file (%d jets): %s", key, lost, err)
+            if skipped is not None:
+                skipped["bad_file"] += lost
+                skipped["bad_files"] += 1
+    return opened
+
+
+def _entries_if_readable(path: str, treename: str) -> int:
+    try:
+        return JetFile(path, treename).num_entries
+    except JetTagError:
+        return 0
+
+
 def read_jets(
-    files: Sequence[str], builder: JetBuilder, treename: str, chunk_size: int, key: str, progress: bool = True
+    files: Sequence[str | FileEntry],
+    builder: JetBuilder,
+    treename: str,
+    chunk_size: int,
+    key: str,
+    progress: bool = True,
+    skip_bad_files: bool = False,
+    ranges: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[JetArrays, Counter]:
-    """Read and convert every jet of `files`, chunk by chunk, with a progress bar."""
-    jet_files = [JetFile(path, treename) for path in files]
-    total = sum(f.num_entries for f in jet_files)
+    """Read and convert every jet of `files` (or the entry `ranges` of each), chunk by chunk."""
+    skipped: Counter = Counter()
+    opened = open_files(files, builder, treename, key, skip_bad_files, skipped)
+    if ranges is None:
+        ranges = [(0, f.num_entries) for f, _ in opened]
+    total = sum(stop - start for start, stop in ranges)
     if total == 0:
-        raise DataError(
-            f"{key}: the files {', '.join(files)} hold no jets; check that they are the right files."
-        )
-    parts, skipped = [], Counter()
+        names = ", ".join(_as_entry(f).path for f in files)
+        raise DataError(f"{key}: the files {names} hold no jets; check that they are the right files.")
+    parts = []
     with tqdm(total=total, unit=" jets", desc=f"reading {key}", disable=not progress, leave=False) as bar:
-        for jet_file in jet_files:
-            plan = builder.plan(jet_file)
-            for chunk in jet_file.iterate(plan.all_branches(builder.rename), chunk_size):
-                arrays, chunk_skipped = builder.build(chunk, plan)
-                if len(arrays):
-                    parts.append(arrays)
-                skipped += chunk_skipped
-                bar.update(chunk.stop - chunk.start)
+        for (jet_file, plan), (first, last) in zip(opened, ranges, strict=False):
+            read = plan.all_branches(builder.rename)
+            position = first
+            try:
+                for chunk in jet_file.iterate(read, chunk_size, first, last):
+                    position = chunk.start
+                    arrays, chunk_skipped = builder.build(chunk, plan)
+                    if len(arrays):
+                        parts.append(arrays)
+                    skipped += chunk_skipped
+                    bar.update(chunk.stop - chunk.start)
+                    position = chunk.stop
+            except DataError as err:
+                if not skip_bad_files:
+                    raise
+                lost = last - position
+                log.warning("%s: skipping the rest of a bad file (%d jets): %s", key, lost, err)
+                skipped["bad_file"] += lost
+                bar.update(lost)
+            jet_file.close()
     if not parts:
         reasons = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in skipped.items())
         raise DataError(f"{key}: all {total} jets were skipped ({reasons}); nothing is left to use.")
@@ -70,17 +149,39 @@ class JetDataModule(L.LightningDataModule):
         drop_nonfinite_jets: bool = False,
         seed: int = 0,
         progress: bool = True,
+        streaming: bool | str = False,
+        in_memory_max_jets: int = 5_000_000,
+        shuffle_buffer: int = 100_000,
+        selection: str | None = None,
+        new_variables: Mapping[str, str] | None = None,
+        standardization: str = "fixed",
+        fit_fraction: float = 0.05,
+        fit_max_jets: int = 200_000,
+        reweight: Mapping | None = None,
+        skip_bad_files: bool = False,
     ):
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be at least 1, not {batch_size}.")
         if chunk_size < 1:
             raise ConfigError(f"data.chunk_size must be at least 1, not {chunk_size}.")
+        if streaming not in (True, False, "auto"):
+            raise ConfigError(f"data.streaming={streaming!r}; use true, false or auto.")
+        if standardization not in ("fixed", "auto"):
+            raise ConfigError(
+                f"data.standardization={standardization!r}; use fixed (the feature set's numbers) or auto "
+                "(fit every standardized feature on the training data)."
+            )
         self.features = features
         self.files = {"train": train_files, "val": val_files, "test": test_files}
         self.treename = treename
         self.label_spec = LabelSpec.from_config(labels, class_names)
         self.background = self.label_spec.index(background)
+        self.reweighting = Reweighting.from_config(reweight, self.label_spec.class_names)
+        observers = list(observers)
+        for name in self.reweighting.variables if self.reweighting else ():
+            if name not in observers:
+                observers.append(name)
         self.builder = JetBuilder(
             features,
             self.label_spec,
@@ -88,6 +189,8 @@ class JetDataModule(L.LightningDataModule):
             branches,
             skip_empty=skip_empty_jets,
             drop_nonfinite=drop_nonfinite_jets,
+            selection=Expression.parse(selection, "data.selection") if selection else None,
+            new_variables=parse_new_variables(new_variables),
         )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -96,8 +199,19 @@ class JetDataModule(L.LightningDataModule):
         self.group_by_length = group_by_length
         self.seed = seed
         self.progress = progress
+        self.streaming = streaming
+        self.in_memory_max_jets = in_memory_max_jets
+        self.shuffle_buffer = shuffle_buffer
+        self.standardization = standardization
+        self.fit_fraction = fit_fraction
+        self.fit_max_jets = fit_max_jets
+        self.skip_bad_files = skip_bad_files
         self.datasets: dict[str, JetDataset] = {}
+        self.streams: dict[str, JetStream] = {}
+        self.loaders: dict[str, JetStreamLoader] = {}
         self.skipped: dict[str, dict[str, int]] = {}
+        self.fit_sample: JetArrays | None = None
+        self.fitted = False
 
     @property
     def class_names(self) -> list[str]:
@@ -107,32 +221,159 @@ class JetDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return self.label_spec.num_classes
 
+    def _entries(self, split: str) -> list[FileEntry]:
+        return resolve_entries(self.files[split], f"data.{split}_files")
+
+    # --- fitting on the training data -------------------------------------------------------
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.features.needs_fit or self.standardization == "auto" or self.reweighting is not None
+
+    def fit(self) -> None:
+        """Fit standardization and sampling weights on a fraction of the training files (once)."""
+        if self.fitted or not self.needs_fit:
+            return
+        if self.files["train"] is None:
+            if self.features.needs_fit:
+                raise ConfigError(
+                    "features: some features are standardized 'auto' but data.train_files is not set to fit "
+                    "them; evaluate a trained run, whose checkpoint holds the fitted numbers."
+                )
+            return
+        key = "data.train_files"
+        refit = self.standardization == "auto"
+        raw = JetBuilder(
+            raw_feature_set(self.features, refit),
+            self.builder.labels,
+            self.builder.observers,
+            self.builder.rename,
+            skip_empty=True,
+            drop_nonfinite=True,
+            selection=self.builder.selection,
+            new_variables=self.builder.new_variables,
+        )
+        opened = open_files(self._entries("train"), raw, self.treename, key, self.skip_bad_files)
+        ranges = sample_ranges([f.num_entries for f, _ in opened], self.fit_fraction, self.fit_max_jets)
+        good = {f.path for f, _ in opened}
+        for f, _ in opened:
+            f.close()
+        entries = [e for e in self._entries("train") if e.path in good]
+        sample, _ = read_jets(
+            entries, raw, self.treename, self.chunk_size, f"{key} (fit sample)", self.progress,
+            self.skip_bad_files, ranges,
+        )  # fmt: skip
+        self.fit_sample = sample
+        if self.features.needs_fit or refit:
+            self.features = fit_standardization(self.features, sample.features, refit)
+            self.builder.features = self.features
+            self._standardization = standardization_record(self.features, len(sample), len(sample.features))
+            log.info("standardization fitted on %d training jets", len(sample))
+        if self.reweighting is not None:
+            self.reweighting.fit(sample)
+        self.fitted = True
+
+    def save_fit(self, run_dir: str | Path) -> list[Path]:
+        """standardization.json, reweighting.json and reweighting.png in the run directory."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        if getattr(self, "_standardization", None):
+            write_json(run_dir / "standardization.json", self._standardization)
+            written.append(run_dir / "standardization.json")
+        if self.reweighting is not None and self.fit_sample is not None:
+            write_json(run_dir / "reweighting.json", self.reweighting.record(self.fit_sample))
+            self.reweighting.plot(self.fit_sample, run_dir / "reweighting.png")
+            written += [run_dir / "reweighting.json", run_dir / "reweighting.png"]
+        return written
+
+    # --- the splits -------------------------------------------------------------------------
+
+    def is_streamed(self, split: str) -> bool:
+        if split == "test" or self.streaming is False:
+            return False
+        if self.streaming is True:
+            return True
+        if not hasattr(self, "_train_total"):
+            opened = open_files(self._entries("train"), self.builder, self.treename, "data.train_files",
+                                self.skip_bad_files)  # fmt: skip
+            self._train_total = sum(f.num_entries for f, _ in opened)
+        return self._train_total > self.in_memory_max_jets
+
     def dataset(self, split: str) -> JetDataset:
-        """The jets of one split, read on first use."""
+        """The jets of one split in memory, read on first use."""
         if split not in self.datasets:
+            if split == "train":
+                self.fit()
             key = f"data.{split}_files"
-            files = resolve_files(self.files[split], key)
-            jets, skipped = read_jets(files, self.builder, self.treename, self.chunk_size, key, self.progress)
+            jets, skipped = read_jets(
+                self._entries(split), self.builder, self.treename, self.chunk_size, key, self.progress,
+                self.skip_bad_files,
+            )  # fmt: skip
             self.skipped[split] = dict(skipped)
             for why, n in skipped.items():
                 log.warning("%s: skipped %d jets (%s) of %d", key, n, why.replace("_", " "), n + len(jets))
             self.datasets[split] = JetDataset(jets)
         return self.datasets[split]
 
+    def stream(self, split: str) -> JetStream:
+        """The jets of one split as a stream; the files are opened and checked on first use."""
+        if split not in self.streams:
+            self.fit()
+            key = f"data.{split}_files"
+            skipped: Counter = Counter()
+            opened = open_files(
+                self._entries(split), self.builder, self.treename, key, self.skip_bad_files, skipped
+            )
+            files = [StreamFile(f.path, f.num_entries, f.label) for f, _ in opened]
+            for f, _ in opened:
+                f.close()
+            if not sum(f.num_entries for f in files):
+                raise DataError(f"{key}: the files hold no jets; check that they are the right files.")
+            train = split == "train"
+            self.streams[split] = JetStream(
+                files, self.builder, self.treename,
+                batch_size=self.batch_size if train else self.eval_batch_size,
+                chunk_size=self.chunk_size, shuffle=train, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
+                weights=self.reweighting if train else None, skip_bad_files=self.skip_bad_files,
+            )  # fmt: skip
+            self.skipped[split] = dict(skipped)
+        return self.streams[split]
+
     def setup(self, stage: str | None = None) -> None:
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for split in splits.get(stage, SPLITS) if stage else SPLITS:
-            self.dataset(split)
+            if self.is_streamed(split):
+                self.stream(split)
+            else:
+                self.dataset(split)
 
     def summary(self) -> dict:
-        """Jets used and skipped per split, for reports."""
-        return {
+        """Jets used and skipped per split, for reports (streamed splits: in the last epoch)."""
+        out = {
             split: {"jets": len(ds), "skipped": self.skipped.get(split, {})}
             for split, ds in self.datasets.items()
         }
+        for split, stream in self.streams.items():
+            loader = self.loaders.get(split)
+            skipped = Counter(self.skipped.get(split, {}))
+            if loader is not None:
+                skipped += loader.skipped
+            out[split] = {
+                "jets": loader.jets if loader else 0,
+                "streamed": True,
+                "files": len(stream.files),
+                "skipped": dict(skipped),
+            }
+        return out
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if self.is_streamed(split):
+            loader = JetStreamLoader(self.stream(split), num_workers=self.num_workers)
+            self.loaders[split] = loader
+            return loader
         dataset = self.dataset(split)
+        weights = self.reweighting.weights(dataset.jets) if shuffle and self.reweighting else None
         sampler = JetBatchSampler(
             dataset.counts,
             self.batch_size if shuffle else self.eval_batch_size,
@@ -142,6 +383,7 @@ class JetDataModule(L.LightningDataModule):
             group_by_length=self.group_by_length or not shuffle,
             labels=dataset.labels.numpy() if shuffle else None,
             seed=self.seed,
+            weights=weights,
         )
         return DataLoader(
             dataset,

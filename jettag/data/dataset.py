@@ -66,6 +66,9 @@ class JetBatchSampler(Sampler[list[int]]):
     carry the label: training suffers badly. Given `labels`, training batches are grouped by the
     *quantile* of a jet's multiplicity within its own class instead: each batch keeps the class
     mix of the data set and still holds jets of similar size for their class.
+
+    With sampling `weights` (0..1, from `data.reweight`), each epoch keeps every jet with a
+    probability equal to its weight, drawn anew each epoch.
     """
 
     def __init__(
@@ -78,8 +81,10 @@ class JetBatchSampler(Sampler[list[int]]):
         group_window: int = 50,
         seed: int = 0,
         labels: Sequence[int] | None = None,
+        weights: Sequence[float] | None = None,
     ):
         self.counts = np.asarray(counts)
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
         self.labels = None if labels is None else np.asarray(labels)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -93,7 +98,7 @@ class JetBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        n = len(self.counts)
+        n = len(self.counts) if self.weights is None or not self.shuffle else round(self.weights.sum())
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -105,6 +110,9 @@ class JetBatchSampler(Sampler[list[int]]):
             rng = np.random.default_rng((self.seed, self.epoch))
             self.epoch += 1
             order = rng.permutation(n)
+            if self.weights is not None:
+                order = order[rng.random(n) < self.weights[order]]
+                n = len(order)
             if self.group_by_length:
                 window = self.batch_size * self.group_window
                 for start in range(0, n, window):

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import awkward as ak
 import numpy as np
 
+from jettag.data.expressions import Expression
 from jettag.data.labels import LabelSpec
 from jettag.data.reader import Chunk, JetFile
-from jettag.errors import DataError
+from jettag.errors import ConfigError, DataError
 from jettag.features.kinematics import FOUR_MOMENTUM, JET_AXIS, jet_axis_from_particles
 from jettag.features.sets import FeatureSet
 from jettag.features.variables import VariableComputer, required_branches
@@ -47,6 +48,22 @@ class JetArrays:
             observers={k: np.concatenate([p.observers[k] for p in parts]) for k in first.observers},
         )
 
+    def take(self, index: np.ndarray) -> JetArrays:
+        """The jets at `index` (in that order), particles and all."""
+        index = np.asarray(index, dtype=np.int64)
+        starts = np.cumsum(self.counts) - self.counts
+        counts = self.counts[index]
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows = np.repeat(starts[index], counts) + within
+        return JetArrays(
+            self.features[rows],
+            self.vectors[rows],
+            counts,
+            self.labels[index],
+            {k: v[index] for k, v in self.truth.items()},
+            {k: v[index] for k, v in self.observers.items()},
+        )
+
 
 @dataclass
 class ReadPlan:
@@ -56,9 +73,11 @@ class ReadPlan:
     jet: list[str]
     observers: list[str]
     labels: list[str]
+    computed: list[str] = field(default_factory=list)  # new variables: computed, not read
+    inputs: list[str] = field(default_factory=list)  # branches the selection and new variables read
 
     def all_branches(self, rename: Mapping[str, str]) -> list[str]:
-        names = {*self.particle, *self.jet, *self.observers, *self.labels}
+        names = {*self.particle, *self.jet, *self.observers, *self.labels, *self.inputs} - set(self.computed)
         return sorted(rename.get(n, n) for n in names)
 
 
@@ -67,7 +86,10 @@ class JetBuilder:
 
     Jets without particles are skipped and counted when `skip_empty` (the default), otherwise
     they are an error; jets with a NaN or infinite input are an error unless `drop_nonfinite`,
-    in which case they too are skipped and counted.
+    in which case they too are skipped and counted. `new_variables` (name -> expression) are
+    computed first and can be used as inputs, observers or in the `selection`; jets failing the
+    selection are counted as `failed_selection`. Chunks of a per-class group (`Chunk.label`) take
+    their class from the group instead of label branches.
     """
 
     def __init__(
@@ -78,6 +100,8 @@ class JetBuilder:
         branches: Mapping[str, str] | None = None,
         skip_empty: bool = True,
         drop_nonfinite: bool = False,
+        selection: Expression | None = None,
+        new_variables: Mapping[str, Expression] | None = None,
     ):
         self.features = features
         self.labels = labels
@@ -85,10 +109,23 @@ class JetBuilder:
         self.rename = dict(branches or {})  # canonical name -> name in the file
         self.skip_empty = skip_empty
         self.drop_nonfinite = drop_nonfinite
+        self.selection = selection
+        self.new_variables = dict(new_variables or {})
 
     def plan(self, jet_file: JetFile) -> ReadPlan:
         inverse = {v: k for k, v in self.rename.items()}
-        available = {inverse.get(b, b) for b in jet_file.branches}
+        in_file = {inverse.get(b, b) for b in jet_file.branches}
+        computed = [n for n in self.new_variables if n not in in_file]
+        available = in_file | set(computed)
+        inputs: set[str] = set()
+        for expression in [*self.new_variables.values(), *([self.selection] if self.selection else [])]:
+            unknown = sorted(expression.names - available)
+            if unknown:
+                raise DataError(
+                    f"{expression.key}: '{jet_file.path}' has no branch {', '.join(unknown)} used by "
+                    f"'{expression.text}'; check the name (or define it earlier in data.new_variables)."
+                )
+            inputs |= expression.names - set(computed)
         read, missing = required_branches(self.features.names, available)
         if missing:
             names = ", ".join(sorted(missing))
@@ -97,23 +134,59 @@ class JetBuilder:
                 f"derived from the four-momenta; choose another feature set or map it with data.branches."
             )
         self._check(jet_file, read, f"the four-momenta and feature set '{self.features.name}'")
-        label_branches = list(self.labels.branches) if self.labels else []
-        self._check(jet_file, label_branches, "data.labels")
+        label_branches = list(self.labels.branches) if self.labels and jet_file.label is None else []
+        self._check(jet_file, label_branches, "data.labels", computed)
         read_observers = [o for o in self.observers if o in available or o not in DERIVED_OBSERVERS]
-        self._check(jet_file, read_observers, "data.observers")
+        self._check(jet_file, read_observers, "data.observers", computed)
         jet_read = [n for n in read if n in JET_AXIS]
         particle_read = [n for n in read if n not in JET_AXIS]
-        return ReadPlan(particle_read, jet_read, read_observers, label_branches)
+        return ReadPlan(particle_read, jet_read, read_observers, label_branches, computed, sorted(inputs))
 
-    def _check(self, jet_file: JetFile, names, purpose: str) -> None:
-        jet_file.check_branches([self.rename.get(n, n) for n in names], purpose)
+    def _check(self, jet_file: JetFile, names, purpose: str, computed=()) -> None:
+        jet_file.check_branches([self.rename.get(n, n) for n in names if n not in computed], purpose)
+
+    def _expressions(self, arrays: ak.Array, where: str) -> tuple[dict[str, ak.Array], np.ndarray | None]:
+        """The new variables of a chunk, and the selection's pass flag per jet (None: no selection)."""
+        computed: dict[str, ak.Array] = {}
+
+        class Names(Mapping):
+            def __getitem__(inner, name):
+                return computed[name] if name in computed else arrays[self.rename.get(name, name)]
+
+            def __iter__(inner):
+                return iter(())
+
+            def __len__(inner):
+                return 0
+
+        names = Names()
+        for name, expression in self.new_variables.items():
+            value = expression(names)
+            if not isinstance(value, ak.Array):
+                value = ak.Array(np.broadcast_to(np.asarray(value, dtype=np.float64), (len(arrays),)))
+            computed[name] = value
+        if self.selection is None:
+            return computed, None
+        passed = self.selection(names)
+        if isinstance(passed, ak.Array) and passed.ndim != 1:
+            raise ConfigError(
+                f"{self.selection.key}: '{self.selection.text}' gives one value per particle in {where}; "
+                "a selection needs one per jet (wrap particle terms in any(...) or all(...))."
+            )
+        passed = np.broadcast_to(
+            np.asarray(ak.to_numpy(passed) if isinstance(passed, ak.Array) else passed), (len(arrays),)
+        )
+        return computed, passed.astype(bool)
 
     def build(self, chunk: Chunk, plan: ReadPlan) -> tuple[JetArrays, Counter]:
         skipped: Counter = Counter()
         arrays, where, first = chunk.arrays, chunk.where, chunk.start
+        computed, passed = (
+            self._expressions(arrays, where) if self.new_variables or self.selection else ({}, None)
+        )
 
         def column(name: str) -> ak.Array:
-            return arrays[self.rename.get(name, name)]
+            return computed[name] if name in computed else arrays[self.rename.get(name, name)]
 
         particles, counts = {}, None
         for name in plan.particle:
@@ -139,19 +212,24 @@ class JetBuilder:
         num_jets = len(counts)
         jet_of_particle = np.repeat(np.arange(num_jets), counts)
 
-        # Jets to drop: no particles, or (when allowed) non-finite inputs.
-        drop = np.zeros(num_jets, dtype=bool)
+        # Jets to drop: failing the selection, no particles, or (when allowed) non-finite inputs.
+        drop = np.zeros(num_jets, dtype=bool) if passed is None else ~passed
+        skipped["failed_selection"] += int(drop.sum())
+        selected = ~drop
         for name, values in {**particles, **jets}.items():
             bad = ~np.isfinite(values)
             if bad.any():
                 bad_jets = jet_of_particle[bad] if name in particles else np.flatnonzero(bad)
+                bad_jets = bad_jets[selected[bad_jets]]
+                if not len(bad_jets):
+                    continue
                 if not self.drop_nonfinite:
                     raise DataError(
                         f"{where}: branch '{name}' has a NaN or infinite value at entry {first + bad_jets[0]}; "
                         "fix the file, or set data.drop_nonfinite_jets=true to skip such jets (they are counted)."
                     )
                 drop[bad_jets] = True
-        skipped["nonfinite_inputs"] += int(drop.sum())
+        skipped["nonfinite_inputs"] += int((drop & selected).sum())
         empty = (counts == 0) & ~drop
         if empty.any():
             if not self.skip_empty:
@@ -162,9 +240,13 @@ class JetBuilder:
             skipped["no_particles"] += int(empty.sum())
             drop |= empty
 
-        labels, truth = (
-            self.labels.decode(arrays, where, first) if self.labels else (np.zeros(num_jets, np.int64), {})
-        )
+        if self.labels is None:
+            labels, truth = np.zeros(num_jets, np.int64), {}
+        elif chunk.label is not None:
+            labels = np.full(num_jets, chunk.label, dtype=np.int64)
+            truth = self.labels.truth_of(labels)
+        else:
+            labels, truth = self.labels.decode(arrays, where, first)
         missing_axis = [n for n in JET_AXIS if n not in jets]
         if missing_axis or "jet_mass" in self.observers:
             derived = jet_axis_from_particles(*(particles[n] for n in FOUR_MOMENTUM), counts)
@@ -174,7 +256,7 @@ class JetBuilder:
             derived = {}
         observers = {}
         for name in self.observers:
-            if name in plan.observers:
+            if name in plan.observers or name in computed:
                 values = column(name)
                 if values.ndim != 1:
                     raise DataError(

@@ -60,6 +60,24 @@ class LabelSpec:
                 return list(candidates).index(name)
         raise ConfigError(f"{key}={name!r} is not one of the classes {list(self.class_names)}.")
 
+    def group_index(self, group: str, key: str) -> int:
+        """The class of a per-class file group `NAME:pattern`: NAME is a class name or label branch
+        (with or without its `label_` prefix)."""
+        for candidates in (self.class_names, self.branches):
+            for k, name in enumerate(candidates):
+                if group in (name, name.removeprefix("label_")):
+                    return k
+        raise ConfigError(
+            f"{key}: the file group '{group}:' names no class; use one of "
+            f"{', '.join(n.removeprefix('label_') for n in self.class_names)}."
+        )
+
+    def truth_of(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """The label branches as a file would hold them, for jets of known class."""
+        if self.one_hot:
+            return {b: (labels == k).astype(np.int32) for k, b in enumerate(self.branches)}
+        return {self.branches[0]: labels.astype(np.int32)}
+
     def decode(
         self, arrays: ak.Array, where: str, first_entry: int = 0
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:

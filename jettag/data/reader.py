@@ -1,24 +1,40 @@
 """Reading jets from files into awkward arrays, chunk by chunk.
 
-Supported: ROOT trees (uproot) with one entry per jet and jagged particle branches (JetClass), and
-Parquet tables with one row per jet and list columns (the converted top-tagging set). The format
-is recognised from the file's first bytes, not its name.
+Supported: ROOT trees (uproot) with one entry per jet and jagged particle branches (JetClass),
+Parquet tables with one row per jet and list columns (the converted top-tagging set), and the
+original top-tagging HDF5 table (pandas `HDFStore`, columns `E_i PX_i PY_i PZ_i`, `is_signal_new`),
+which is turned into the JetClass-like schema chunk by chunk. The format is recognised from the
+file's first bytes, not its name.
+
+File lists are paths and glob patterns; an entry `NAME:pattern` (e.g. `Hbb:/data/HToBB_*.root`) is
+a per-class group: its files need no label branches, every jet in them is of class NAME.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import awkward as ak
+import numpy as np
 
 from jettag.errors import ConfigError, DataError
 
+# `NAME:pattern`, but not a URL such as root://host//file.root
+_GROUP = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):(?!//)(.+)$")
 
-def resolve_files(patterns: str | Sequence[str] | None, key: str) -> list[str]:
-    """Expand paths and glob patterns (in order, each pattern's matches sorted) into a file list."""
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    group: str | None = None  # class name of a per-class group, None: labels come from the file
+
+
+def resolve_entries(patterns: str | Sequence[str] | None, key: str) -> list[FileEntry]:
+    """Expand paths, glob patterns and `NAME:pattern` groups (in order, each pattern's matches sorted)."""
     if patterns is None or (isinstance(patterns, str) and not patterns.strip()):
         raise ConfigError(
             f"{key} is not set; pass a list of files or glob patterns, e.g. {key}='[a.root,b.root]'."
@@ -30,16 +46,20 @@ def resolve_files(patterns: str | Sequence[str] | None, key: str) -> list[str]:
         raise ConfigError(
             f"{key} is empty; pass a list of files or glob patterns, e.g. {key}='[a.root,b.root]'."
         )
-    files: list[str] = []
+    entries: list[FileEntry] = []
     for pattern in patterns:
-        pattern = os.path.expanduser(str(pattern))
+        pattern, group = str(pattern), None
+        match = _GROUP.match(pattern)
+        if match and not os.path.exists(pattern):
+            group, pattern = match.groups()
+        pattern = os.path.expanduser(pattern)
         if glob.has_magic(pattern):
             matches = sorted(glob.glob(pattern))
             if not matches:
                 raise DataError(
                     f"{key}: no file matches the pattern '{pattern}'; check the directory and the glob."
                 )
-            files.extend(matches)
+            entries.extend(FileEntry(m, group) for m in matches)
         elif not os.path.exists(pattern):
             raise DataError(f"{key}: the file '{pattern}' does not exist; check the path.")
         elif os.path.isdir(pattern):
@@ -47,8 +67,13 @@ def resolve_files(patterns: str | Sequence[str] | None, key: str) -> list[str]:
                 f"{key}: '{pattern}' is a directory; give the files in it, e.g. '{pattern}/*.root'."
             )
         else:
-            files.append(pattern)
-    return files
+            entries.append(FileEntry(pattern, group))
+    return entries
+
+
+def resolve_files(patterns: str | Sequence[str] | None, key: str) -> list[str]:
+    """Expand paths and glob patterns (in order, each pattern's matches sorted) into a file list."""
+    return [entry.path for entry in resolve_entries(patterns, key)]
 
 
 def detect_format(path: str) -> str:
@@ -61,13 +86,15 @@ def detect_format(path: str) -> str:
         return "root"
     if magic == b"PAR1":
         return "parquet"
+    if magic == b"\x89HDF":
+        return "hdf5"
     if not magic:
         raise DataError(
             f"the file '{path}' is empty (0 bytes); regenerate it or remove it from the file list."
         )
     raise DataError(
-        f"'{path}' is neither a ROOT nor a Parquet file (it starts with {magic!r}); "
-        "jettag reads ROOT trees and Parquet tables."
+        f"'{path}' is neither a ROOT, a Parquet nor an HDF5 file (it starts with {magic!r}); "
+        "jettag reads ROOT trees, Parquet tables and the top-tagging HDF5 table."
     )
 
 
@@ -80,6 +107,7 @@ class Chunk:
     start: int
     stop: int
     arrays: ak.Array
+    label: int | None = None  # class index of a per-class group
 
     @property
     def where(self) -> str:
@@ -87,14 +115,20 @@ class Chunk:
 
 
 class JetFile:
-    """One input file: its format, available branches and number of jets."""
+    """One input file: its format, available branches and number of jets.
 
-    def __init__(self, path: str, treename: str = "tree"):
+    `label` is the class index of every jet in the file when it belongs to a per-class group.
+    """
+
+    def __init__(self, path: str, treename: str = "tree", label: int | None = None):
         self.path = path
+        self.label = label
         self.format = detect_format(path)
         self.treename = treename
         if self.format == "root":
             self._open_root()
+        elif self.format == "hdf5":
+            self._open_hdf5()
         else:
             self._open_parquet()
 
@@ -130,6 +164,33 @@ class JetFile:
         self.branches = set(self._parquet.schema_arrow.names)
         self.num_entries = int(self._parquet.metadata.num_rows)
 
+    def _open_hdf5(self) -> None:
+        import pandas as pd
+
+        try:
+            with pd.HDFStore(self.path, "r") as store:
+                keys = [k.lstrip("/") for k in store.keys()]
+                key = "table" if "table" in keys else (keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise DataError(
+                        f"'{self.path}' holds the HDF5 tables {keys or 'none'}, not one named 'table'; "
+                        "jettag reads the top-tagging table (key 'table')."
+                    )
+                storer = store.get_storer(key)
+                columns = _hdf5_columns(storer)
+                num = storer.nrows if getattr(storer, "nrows", None) is not None else storer.shape[0]
+        except DataError:
+            raise
+        except Exception as err:
+            raise DataError(
+                f"cannot read '{self.path}' as a pandas HDF5 table ({type(err).__name__}: {_first_line(err)}); "
+                "check that the file was written completely."
+            ) from None
+        self._hdf5_key = key
+        self._hdf5_particles = hdf5_num_particles(columns, self.path)
+        self.branches = set(TOP_HDF5_BRANCHES)
+        self.num_entries = int(num)
+
     def check_branches(self, branches: Iterable[str], purpose: str) -> None:
         missing = sorted(set(branches) - self.branches)
         if missing:
@@ -139,16 +200,38 @@ class JetFile:
                 f"check the name in the data config (it has {len(self.branches)} {what}es)."
             )
 
-    def iterate(self, branches: Sequence[str], chunk_size: int) -> Iterator[Chunk]:
+    def iterate(
+        self, branches: Sequence[str], chunk_size: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[Chunk]:
+        """Chunks of at most `chunk_size` entries of the entry range `start`-`stop` (default: all)."""
         branches = sorted(set(branches))
+        stop = self.num_entries if stop is None else min(stop, self.num_entries)
+        if start >= stop:
+            return
         if self.format == "root":
-            yield from self._iterate_root(branches, chunk_size)
+            chunks = self._iterate_root(branches, chunk_size, start, stop)
+        elif self.format == "hdf5":
+            chunks = self._iterate_hdf5(branches, chunk_size, start, stop)
         else:
-            yield from self._iterate_parquet(branches, chunk_size)
+            chunks = self._iterate_parquet(branches, chunk_size, start, stop)
+        for chunk in chunks:
+            chunk.label = self.label
+            yield chunk
 
-    def _iterate_root(self, branches: list[str], chunk_size: int) -> Iterator[Chunk]:
-        for start in range(0, self.num_entries, chunk_size):
-            stop = min(start + chunk_size, self.num_entries)
+    def close(self) -> None:
+        """Release the file handle (streaming opens many files, one after the other)."""
+        tree = getattr(self, "_tree", None)
+        if tree is not None:
+            tree.file.source.close()
+            self._tree = None
+
+    def read(self, branches: Sequence[str], start: int, stop: int) -> Chunk:
+        """One chunk: the entries `start`-`stop`."""
+        return next(self.iterate(branches, stop - start, start, stop))
+
+    def _iterate_root(self, branches: list[str], chunk_size: int, first: int, last: int) -> Iterator[Chunk]:
+        for start in range(first, last, chunk_size):
+            stop = min(start + chunk_size, last)
             try:
                 arrays = self._tree.arrays(branches, entry_start=start, entry_stop=stop, library="ak")
             except Exception as err:
@@ -158,14 +241,27 @@ class JetFile:
                 ) from None
             yield Chunk(self.path, start, stop, arrays)
 
-    def _iterate_parquet(self, branches: list[str], chunk_size: int) -> Iterator[Chunk]:
-        start = 0
+    def _iterate_parquet(
+        self, branches: list[str], chunk_size: int, first: int, last: int
+    ) -> Iterator[Chunk]:
+        start = first
         try:
-            for batch in self._parquet.iter_batches(batch_size=chunk_size, columns=branches):
-                arrays = ak.from_arrow(batch)
-                stop = start + len(arrays)
-                yield Chunk(self.path, start, stop, arrays)
-                start = stop
+            if first == 0 and last == self.num_entries:
+                for batch in self._parquet.iter_batches(batch_size=chunk_size, columns=branches):
+                    arrays = ak.from_arrow(batch)
+                    stop = start + len(arrays)
+                    yield Chunk(self.path, start, stop, arrays)
+                    start = stop
+                return
+            # an entry range: read the row groups that overlap it, then cut
+            bounds = np.cumsum([0] + [self._parquet.metadata.row_group(i).num_rows
+                                      for i in range(self._parquet.num_row_groups)])  # fmt: skip
+            groups = [i for i in range(len(bounds) - 1) if bounds[i] < last and bounds[i + 1] > first]
+            table = self._parquet.read_row_groups(groups, columns=branches)
+            arrays = ak.from_arrow(table)[first - bounds[groups[0]] : last - bounds[groups[0]]]
+            for start in range(first, last, chunk_size):
+                stop = min(start + chunk_size, last)
+                yield Chunk(self.path, start, stop, arrays[start - first : stop - first])
         except DataError:
             raise
         except Exception as err:
@@ -173,6 +269,99 @@ class JetFile:
                 f"cannot read '{self.path}' after entry {start} ({_first_line(err)}); "
                 "the file may be truncated or corrupt."
             ) from None
+
+    def _iterate_hdf5(self, branches: list[str], chunk_size: int, first: int, last: int) -> Iterator[Chunk]:
+        import pandas as pd
+
+        for start in range(first, last, chunk_size):
+            stop = min(start + chunk_size, last)
+            try:
+                frame = pd.read_hdf(self.path, self._hdf5_key, start=start, stop=stop)
+            except Exception as err:
+                raise DataError(
+                    f"cannot read entries {start}-{stop} of '{self.path}' ({type(err).__name__}: "
+                    f"{_first_line(err)}); the file may be truncated or corrupt."
+                ) from None
+            arrays = top_table_to_jets(frame, self._hdf5_particles)
+            yield Chunk(self.path, start, stop, arrays[[b for b in branches if b in arrays.fields]])
+
+
+# What the top-tagging HDF5 table becomes (`top_table_to_jets`).
+TOP_HDF5_BRANCHES = (
+    "part_px", "part_py", "part_pz", "part_energy", "part_deta", "part_dphi",
+    "jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_mass", "jet_nparticles",
+    "label", "label_QCD", "label_Tbqq",
+)  # fmt: skip
+
+
+def _hdf5_columns(storer) -> list[str]:
+    if hasattr(storer, "non_index_axes") and storer.non_index_axes:  # format="table"
+        return [str(c) for c in storer.non_index_axes[0][1]]
+    storer.infer_axes()
+    return [str(c) for c in storer.axes[0]]  # format="fixed": axis 0 holds the column names
+
+
+def hdf5_num_particles(columns: Sequence[str], path: str) -> int:
+    """Number of particle slots of a top-tagging table (columns E_i, PX_i, PY_i, PZ_i, i = 0..n-1)."""
+    names = set(columns)
+    n = 0
+    while all(f"{c}_{n}" in names for c in ("E", "PX", "PY", "PZ")):
+        n += 1
+    if n == 0 or "is_signal_new" not in names:
+        raise DataError(
+            f"'{path}' is an HDF5 table without the top-tagging columns E_0, PX_0, PY_0, PZ_0 and is_signal_new; "
+            "jettag reads that layout only (convert other tables to Parquet or ROOT)."
+        )
+    return n
+
+
+def top_table_to_jets(frame, num_particles: int) -> ak.Array:
+    """Rows of the top-tagging table -> JetClass-like jagged jets (zero-energy padding slots dropped).
+
+    Also gives the jet axis and mass summed from the constituents, `part_deta`/`part_dphi` in the
+    JetClass convention, the integer `label` (1 = top) and the one-hot `label_QCD`, `label_Tbqq`.
+    """
+
+    def block(prefix: str) -> np.ndarray:
+        names = [f"{prefix}_{i}" for i in range(num_particles)]
+        return frame[names].to_numpy(dtype=np.float64)
+
+    energy, px, py, pz = block("E"), block("PX"), block("PY"), block("PZ")
+    real = energy > 0
+    counts = real.sum(axis=1)
+    e, x, y, z = (a[real] for a in (energy, px, py, pz))  # row-major: jet by jet, pT order kept
+    starts = np.cumsum(counts) - counts
+    nonempty = counts > 0
+
+    def per_jet(a: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(counts))
+        out[nonempty] = np.add.reduceat(a, starts[nonempty]) if a.size else 0.0
+        return out
+
+    jx, jy, jz, je = per_jet(x), per_jet(y), per_jet(z), per_jet(e)
+    jet_pt = np.hypot(jx, jy)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        jet_eta = np.where(jet_pt > 0, np.arcsinh(jz / jet_pt), 0.0)
+        jet_mass = np.sqrt(np.maximum(je**2 - jx**2 - jy**2 - jz**2, 0.0))
+        pt = np.hypot(x, y)
+        eta = np.arcsinh(z / pt)
+    jet_phi = np.arctan2(jy, jx)
+    sign = np.where(np.repeat(jet_eta, counts) >= 0, 1.0, -1.0)
+    deta = (eta - np.repeat(jet_eta, counts)) * sign
+    dphi = (np.arctan2(y, x) - np.repeat(jet_phi, counts) + np.pi) % (2 * np.pi) - np.pi
+    label = frame["is_signal_new"].to_numpy().astype(np.int64)
+
+    def jagged(a: np.ndarray) -> ak.Array:
+        return ak.unflatten(a.astype(np.float32), counts)
+
+    return ak.Array({
+        "part_px": jagged(x), "part_py": jagged(y), "part_pz": jagged(z), "part_energy": jagged(e),
+        "part_deta": jagged(deta), "part_dphi": jagged(dphi),
+        "jet_pt": jet_pt.astype(np.float32), "jet_eta": jet_eta.astype(np.float32),
+        "jet_phi": jet_phi.astype(np.float32), "jet_energy": je.astype(np.float32),
+        "jet_mass": jet_mass.astype(np.float32), "jet_nparticles": counts.astype(np.float32),
+        "label": label, "label_QCD": label == 0, "label_Tbqq": label == 1,
+    })  # fmt: skip
 
 
 def _first_line(err: Exception) -> str:

@@ -7,6 +7,8 @@ ParT users know from weaver data configs::
     - [part_d0err, 0, 1, 0, 1]         # clip((x - 0) * 1, 0, 1)
     - [part_deta, null]                # used as it is
     - part_charge                      # same as [part_charge, null]
+    - [part_pt_log, auto]              # center and scale fitted on the training data (clip -5..5)
+    - [part_pt_log, auto, -5, 5]       # the same with an explicit clip range
 """
 
 from __future__ import annotations
@@ -26,8 +28,14 @@ class Feature:
     scale: float = 1.0
     lo: float = -5.0
     hi: float = 5.0
+    auto: bool = False  # center and scale still to be fitted on the training data
 
     def transform(self, x: np.ndarray) -> np.ndarray:
+        if self.auto:
+            raise ConfigError(
+                f"feature {self.name!r} is standardized 'auto' but was not fitted; give data.train_files "
+                "to fit it, or use the features of a trained run (jettag-eval, jettag-predict)."
+            )
         if self.center is None:
             return x
         return np.clip((x - self.center) * self.scale, self.lo, self.hi)
@@ -47,6 +55,16 @@ class Feature:
         name, *params = entry
         if not params or params[0] is None:
             return cls(name)
+        if params[0] == "auto":
+            if len(params) not in (1, 3):
+                raise ConfigError(f"{where}: write [{name}, auto] or [{name}, auto, min, max].")
+            try:
+                lo, hi = (float(p) for p in params[1:]) if len(params) == 3 else (-5.0, 5.0)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}: the clip range of {name!r} must be numbers.") from None
+            if lo >= hi:
+                raise ConfigError(f"{where}: the clip range of {name!r} is empty (min >= max).")
+            return cls(name, lo=lo, hi=hi, auto=True)
         try:
             values = [float(p) for p in params]
         except (TypeError, ValueError):
@@ -77,6 +95,10 @@ class FeatureSet:
     def num_features(self) -> int:
         return len(self.features)
 
+    @property
+    def needs_fit(self) -> bool:
+        return any(f.auto for f in self.features)
+
     @classmethod
     def from_config(cls, cfg: Mapping, where: str = "features") -> FeatureSet:
         entries = cfg.get("particle_features")
@@ -96,7 +118,11 @@ class FeatureSet:
 
     def to_config(self) -> dict:
         entries = [
-            [f.name, None] if f.center is None else [f.name, f.center, f.scale, f.lo, f.hi]
+            [f.name, "auto", f.lo, f.hi]
+            if f.auto
+            else [f.name, None]
+            if f.center is None
+            else [f.name, f.center, f.scale, f.lo, f.hi]
             for f in self.features
         ]
         return {"name": self.name, "max_particles": self.max_particles, "particle_features": entries}

@@ -1,0 +1,295 @@
+"""Streaming jets from many files: sharded over DataLoader workers and DDP ranks, shuffled, batched.
+
+`JetStream` is an `IterableDataset` that yields padded batches (the same dicts as `JetDataset`).
+Within an epoch every jet is read once by exactly one worker of one rank:
+
+1. The files are cut into pieces of `chunk_size` entries. Each epoch the pieces are put in a random
+   order drawn from `(seed, epoch)` (the same on every rank and worker), and the resulting stream
+   of entries is cut into `world_size x num_workers` contiguous shares of equal size (+-1 jet).
+   Worker `w` of rank `r` reads share `r * num_workers + w`.
+2. A worker reads its pieces one after the other (one open file at a time, so memory does not grow
+   with the number of files), builds the jets, and keeps them in a shuffle buffer of
+   `shuffle_buffer` jets. Pieces come from files all over the data set, so the buffer mixes files
+   and classes (per-class files included); batches are drawn from the buffer at random, half of it
+   stays to mix with the next pieces.
+3. The order depends only on `(seed, epoch, share)`: the same seed gives the same batches, each
+   epoch another order.
+
+Equal batch counts under DDP: all ranks must run the same number of steps, or the gradient
+all-reduce waits forever. With `world_size > 1` every worker yields exactly
+`ceil(share / batch_size)` batches, a number known before reading (it comes from the entry counts
+and is the same for all ranks). Jets are never dropped to get there: the last batches of a share are
+made smaller when jets were skipped (selection, empty jets, bad files, reweighting); only if a share
+has fewer jets left than batches to fill are jets repeated, and those are counted (`repeated`).
+A single process (or a single rank) yields every surviving jet once, the last batch smaller.
+Lightning's `use_distributed_sampler` does not apply to iterable datasets: the sharding is here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from jettag.data.dataset import JetDataset
+from jettag.data.jets import JetArrays, JetBuilder
+from jettag.data.reader import JetFile
+from jettag.errors import DataError
+
+log = logging.getLogger(__name__)
+
+JET_ID = "__jettag_jet_id"  # global number of a jet: file offset + entry, carried as an observer
+
+
+@dataclass(frozen=True)
+class StreamFile:
+    path: str
+    num_entries: int
+    label: int | None = None  # class of a per-class group
+
+
+@dataclass(frozen=True)
+class Piece:
+    file: int
+    start: int
+    stop: int
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this process: torch.distributed if initialized, else the launcher's env."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    for rank_key, world_key in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if rank_key in os.environ and world_key in os.environ:
+            return int(os.environ[rank_key]), int(os.environ[world_key])
+    return 0, 1
+
+
+def cut_shares(pieces: Sequence[Piece], shares: int) -> list[list[Piece]]:
+    """The stream of `pieces` cut into `shares` contiguous parts of equal size (+-1 entry)."""
+    total = sum(p.stop - p.start for p in pieces)
+    bounds = [total * i // shares for i in range(shares + 1)]
+    out: list[list[Piece]] = [[] for _ in range(shares)]
+    position, share = 0, 0
+    for piece in pieces:
+        start = piece.start
+        while start < piece.stop:
+            while bounds[share + 1] <= position:
+                share += 1
+            take = min(piece.stop - start, bounds[share + 1] - position)
+            out[share].append(Piece(piece.file, start, start + take))
+            start += take
+            position += take
+    return out
+
+
+class JetStream(IterableDataset):
+    """Padded batches streamed from `files`; see the module docstring for sharding and shuffling."""
+
+    def __init__(
+        self,
+        files: Sequence[StreamFile],
+        builder: JetBuilder,
+        treename: str,
+        batch_size: int,
+        chunk_size: int,
+        shuffle: bool,
+        shuffle_buffer: int = 100_000,
+        seed: int = 0,
+        weights=None,  # a fitted `Reweighting`: jets are kept with probability = their weight
+        skip_bad_files: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        self.files = list(files)
+        self.builder = builder
+        self.treename = treename
+        self.batch_size = batch_size
+        self.chunk_size = chunk_size
+        self.shuffle = shuffle
+        self.shuffle_buffer = max(shuffle_buffer, batch_size) if shuffle else batch_size
+        self.seed = seed
+        self.weights = weights
+        self.skip_bad_files = skip_bad_files
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.num_workers = 1  # set by the loader, for __len__
+
+    @property
+    def total(self) -> int:
+        return sum(f.num_entries for f in self.files)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _ranks(self) -> tuple[int, int]:
+        if self.rank is not None and self.world_size is not None:
+            return self.rank, self.world_size
+        return distributed_rank()
+
+    def pieces(self, epoch: int) -> list[Piece]:
+        pieces = [
+            Piece(i, start, min(start + self.chunk_size, f.num_entries))
+            for i, f in enumerate(self.files)
+            for start in range(0, f.num_entries, self.chunk_size)
+        ]
+        if self.shuffle:
+            order = np.random.default_rng((self.seed, epoch)).permutation(len(pieces))
+            pieces = [pieces[i] for i in order]
+        return pieces
+
+    def batches_per_share(self, num_workers: int, world_size: int) -> int:
+        """Batches every share yields under DDP: ceil(largest share / batch size)."""
+        return math.ceil(math.ceil(self.total / (num_workers * world_size)) / self.batch_size)
+
+    def __len__(self) -> int:
+        """Batches this rank yields in an epoch (exact under DDP, an upper bound otherwise)."""
+        _, world = self._ranks()
+        workers = max(self.num_workers, 1)
+        if world > 1:
+            return workers * self.batches_per_share(workers, world)
+        shares = [self.total * (i + 1) // workers - self.total * i // workers for i in range(workers)]
+        return sum(math.ceil(s / self.batch_size) for s in shares)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        rank, world = self._ranks()
+        share = rank * workers + worker
+        epoch = self.epoch
+        pieces = cut_shares(self.pieces(epoch), world * workers)[share]
+        target = self.batches_per_share(workers, world) if world > 1 else None
+        rng = np.random.default_rng((self.seed, epoch, share, 1))
+        skipped: Counter = Counter()
+        pool: list[JetArrays] = []
+        pooled, emitted = 0, 0
+        keep = self.shuffle_buffer // 2 if self.shuffle else 0
+        size = self.batch_size
+
+        for jets in self._read(pieces, rng, skipped):
+            pool.append(jets)
+            pooled += len(jets)
+            if pooled < self.shuffle_buffer:
+                continue
+            jets, order = self._mix(pool, rng)
+            n = (len(jets) - keep) // size
+            if target is not None:
+                n = max(0, min(n, target - 2 - emitted))  # the last two batches share what is left
+            if n:
+                dataset = JetDataset(jets)
+                for i in range(n):
+                    yield self._batch(dataset, jets, order[i * size : (i + 1) * size])
+                emitted += n
+                pool = [jets.take(order[n * size :])]
+            else:
+                pool = [jets]
+            pooled = len(pool[0])
+
+        jets, order = self._mix(pool, rng) if pool else (None, np.zeros(0, np.int64))
+        left = len(order)
+        slots = target - emitted if target is not None else math.ceil(left / size)
+        if left == 0 and slots > 0:
+            raise DataError(
+                f"share {share} of the files (rank {rank}, worker {worker}) has no jet left after skipping, "
+                f"but DDP needs {slots} batches from it; check data.selection and the files."
+            )
+        if left < slots:  # only under DDP, after heavy skipping: repeat jets to fill the batches
+            order = np.concatenate([order, order[rng.integers(0, left, slots - left)]])
+            skipped["repeated"] += slots - left
+        bounds, start = [], 0
+        while slots > 2 and len(order) - start - size >= slots - 1:
+            bounds.append((start, start + size))
+            start += size
+            slots -= 1
+        if slots > 0:
+            bounds += [(p[0], p[-1] + 1) for p in np.array_split(np.arange(start, len(order)), slots)]
+        dataset = JetDataset(jets) if bounds else None
+        for i, (a, b) in enumerate(bounds):
+            batch = self._batch(dataset, jets, order[a:b])
+            if i == len(bounds) - 1:
+                batch["skipped"] = dict(skipped)  # the loader sums these over workers
+            yield batch
+
+    def _mix(self, pool: list[JetArrays], rng: np.random.Generator) -> tuple[JetArrays, np.ndarray]:
+        jets = pool[0] if len(pool) == 1 else JetArrays.concatenate(pool)
+        order = rng.permutation(len(jets)) if self.shuffle else np.arange(len(jets))
+        return jets, order
+
+    @staticmethod
+    def _batch(dataset: JetDataset, jets: JetArrays, index: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = dataset[index]
+        batch["index"] = torch.from_numpy(jets.observers[JET_ID][index])
+        return batch
+
+    def _read(
+        self, pieces: Sequence[Piece], rng: np.random.Generator, skipped: Counter
+    ) -> Iterator[JetArrays]:
+        """The jets of `pieces`, one piece at a time, one open file at a time."""
+        offsets = np.cumsum([0] + [f.num_entries for f in self.files])
+        builder = copy.copy(self.builder)
+        builder.observers = [*self.builder.observers, JET_ID]
+        open_file, open_index, plan, read = None, None, None, []
+        for piece in pieces:
+            info = self.files[piece.file]
+            try:
+                if open_index != piece.file:
+                    if open_file is not None:
+                        open_file.close()
+                    open_file, open_index = None, piece.file
+                    open_file = JetFile(info.path, self.treename, info.label)
+                    plan = self.builder.plan(open_file)
+                    read = plan.all_branches(self.builder.rename)
+                    plan.observers.append(JET_ID)
+                chunk = open_file.read(read, piece.start, piece.stop)
+                ids = np.arange(piece.start, piece.stop, dtype=np.int64) + offsets[piece.file]
+                chunk.arrays = ak.with_field(chunk.arrays, ids, JET_ID)
+                jets, chunk_skipped = builder.build(chunk, plan)
+            except DataError as err:
+                if not self.skip_bad_files:
+                    raise
+                log.warning("skipped %d jets: %s", piece.stop - piece.start, err)
+                skipped["bad_file"] += piece.stop - piece.start
+                continue
+            skipped += chunk_skipped
+            if self.weights is not None and len(jets):
+                keep = rng.random(len(jets)) < self.weights.weights(jets)
+                skipped["reweighted_out"] += int((~keep).sum())
+                jets = jets.take(np.flatnonzero(keep))
+            if len(jets):
+                yield jets
+        if open_file is not None:
+            open_file.close()
+
+
+class JetStreamLoader(DataLoader):
+    """A DataLoader over a `JetStream` that moves the epoch on and gathers the workers' skip counts.
+
+    Workers are started afresh every epoch (not persistent), so that each gets the new epoch number.
+    """
+
+    def __init__(self, stream: JetStream, num_workers: int = 0, **kwargs):
+        stream.num_workers = max(num_workers, 1)
+        super().__init__(stream, batch_size=None, num_workers=num_workers, persistent_workers=False, **kwargs)
+        self.epoch = 0
+        self.skipped: Counter = Counter()
+        self.jets = 0
+
+    def __iter__(self):
+        stream: JetStream = self.dataset
+        stream.set_epoch(self.epoch)
+        self.epoch += 1
+        skipped, jets = Counter(), 0
+        for batch in super().__iter__():
+            skipped.update(batch.pop("skipped", {}))
+            jets += len(batch["y"])
+            yield batch
+        self.skipped, self.jets = skipped, jets
