@@ -39,6 +39,10 @@ def train(cfg: DictConfig) -> float | None:
         cfg.task, model=model, class_names=datamodule.class_names, background=datamodule.background
     )
     task.run_config = as_dict(cfg)
+    # numbers fitted on the training data (data.standardization / `auto` features) travel with the checkpoint
+    task.run_config["features"] = datamodule.features.to_config()
+    for path in datamodule.save_fit(run_dir):
+        log.info("fitted on the training data: %s", path)
     trainer = build_trainer(cfg)
     log.info("%s: %d parameters; run directory %s", type(model).__name__, count_parameters(model), run_dir)
 

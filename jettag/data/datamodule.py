@@ -104,22 +104,24 @@ def read_jets(
         for (jet_file, plan), (first, last) in zip(opened, ranges, strict=False):
             read = plan.all_branches(builder.rename)
             position = first
-            try:
-                for chunk in jet_file.iterate(read, chunk_size, first, last):
-                    position = chunk.start
-                    arrays, chunk_skipped = builder.build(chunk, plan)
-                    if len(arrays):
-                        parts.append(arrays)
-                    skipped += chunk_skipped
-                    bar.update(chunk.stop - chunk.start)
-                    position = chunk.stop
-            except DataError as err:
-                if not skip_bad_files:
-                    raise
-                lost = last - position
-                log.warning("%s: skipping the rest of a bad file (%d jets): %s", key, lost, err)
-                skipped["bad_file"] += lost
-                bar.update(lost)
+            while position < last:
+                try:
+                    for chunk in jet_file.iterate(read, chunk_size, position, last):
+                        arrays, chunk_skipped = builder.build(chunk, plan)
+                        if len(arrays):
+                            parts.append(arrays)
+                        skipped += chunk_skipped
+                        bar.update(chunk.stop - chunk.start)
+                        position = chunk.stop
+                except DataError as err:
+                    if not skip_bad_files:
+                        raise
+                    # skip the chunk that failed and go on after it
+                    lost = min(chunk_size, last - position)
+                    log.warning("%s: skipped %d jets: %s", key, lost, err)
+                    skipped["bad_file"] += lost
+                    bar.update(lost)
+                    position += lost
             jet_file.close()
     if not parts:
         reasons = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in skipped.items())

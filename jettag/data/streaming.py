@@ -287,9 +287,8 @@ class JetStreamLoader(DataLoader):
         stream: JetStream = self.dataset
         stream.set_epoch(self.epoch)
         self.epoch += 1
-        skipped, jets = Counter(), 0
+        self.skipped, self.jets = Counter(), 0  # of the current (or last) epoch
         for batch in super().__iter__():
-            skipped.update(batch.pop("skipped", {}))
-            jets += len(batch["y"])
+            self.skipped.update(batch.pop("skipped", {}))
+            self.jets += len(batch["y"])
             yield batch
-        self.skipped, self.jets = skipped, jets
