@@ -177,8 +177,8 @@ class JetFile:
                         "jettag reads the top-tagging table (key 'table')."
                     )
                 storer = store.get_storer(key)
-                columns = _hdf5_columns(storer)
                 num = storer.nrows if getattr(storer, "nrows", None) is not None else storer.shape[0]
+                columns = [str(c) for c in store.select(key, start=0, stop=1).columns]
         except DataError:
             raise
         except Exception as err:
@@ -292,13 +292,6 @@ TOP_HDF5_BRANCHES = (
     "jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_mass", "jet_nparticles",
     "label", "label_QCD", "label_Tbqq",
 )  # fmt: skip
-
-
-def _hdf5_columns(storer) -> list[str]:
-    if hasattr(storer, "non_index_axes") and storer.non_index_axes:  # format="table"
-        return [str(c) for c in storer.non_index_axes[0][1]]
-    storer.infer_axes()
-    return [str(c) for c in storer.axes[0]]  # format="fixed": axis 0 holds the column names
 
 
 def hdf5_num_particles(columns: Sequence[str], path: str) -> int:
