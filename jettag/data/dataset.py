@@ -25,8 +25,10 @@ class JetDataset(Dataset):
 
     def __init__(self, jets: JetArrays):
         self.jets = jets
-        self.features = torch.from_numpy(np.ascontiguousarray(jets.features))
-        self.vectors = torch.from_numpy(np.ascontiguousarray(jets.vectors))
+        self._features = np.ascontiguousarray(jets.features, dtype=np.float32)
+        self._vectors = np.ascontiguousarray(jets.vectors, dtype=np.float32)
+        self.features = torch.from_numpy(self._features)
+        self.vectors = torch.from_numpy(self._vectors)
         self.counts = np.asarray(jets.counts, dtype=np.int64)
         self.offsets = np.cumsum(self.counts) - self.counts
         self.labels = torch.from_numpy(np.asarray(jets.labels, dtype=np.int64))
@@ -38,19 +40,22 @@ class JetDataset(Dataset):
         index = np.atleast_1d(np.asarray(index, dtype=np.int64))
         counts = self.counts[index]
         batch, length = len(index), max(int(counts.max()), 1)
-        # Destination (row, column) and source row in the flat particle table of every particle.
-        rows = np.repeat(np.arange(batch), counts)
-        cols = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        src = torch.from_numpy(np.repeat(self.offsets[index], counts) + cols)
-        rows, cols = torch.from_numpy(rows), torch.from_numpy(cols)
-        x = self.features.new_zeros(batch, length, self.features.shape[1])
-        v = self.vectors.new_zeros(batch, length, 4)
-        mask = torch.zeros(batch, length, dtype=torch.bool)
-        x[rows, cols] = self.features[src]
-        v[rows, cols] = self.vectors[src]
-        mask[rows, cols] = True
+        # Real particles fill each row from the left: in row-major order the mask's True cells are the
+        # particles of the batch's jets, jet after jet, so one boolean assignment places them all.
+        mask = np.arange(length) < counts[:, None]
+        src = np.repeat(self.offsets[index] - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+        x = np.zeros((batch, length, self._features.shape[1]), dtype=np.float32)
+        v = np.zeros((batch, length, 4), dtype=np.float32)
+        x[mask] = self._features[src]
+        v[mask] = self._vectors[src]
         index_t = torch.from_numpy(index)
-        return {"x": x, "v": v, "mask": mask, "y": self.labels[index_t], "index": index_t}
+        return {
+            "x": torch.from_numpy(x),
+            "v": torch.from_numpy(v),
+            "mask": torch.from_numpy(mask),
+            "y": self.labels[index_t],
+            "index": index_t,
+        }
 
 
 class JetBatchSampler(Sampler[list[int]]):
