@@ -9,8 +9,11 @@ jet), then times one pass over all of them, to training batches of 512 jets with
 - jettag: `JetDataModule(streaming=True)` -> `JetStreamLoader` (shuffle buffer, padded batches);
 - weaver-core 0.5.3: `SimpleIterDataset` with a data config written here that matches kinpid (the
   ParT repository's JetClass_kinpid.yaml layout: pf_points, pf_features, pf_vectors, pf_mask padded
-  to 128), `for_training=True`, read file by file (`fetch_by_files=True, fetch_step=1`, weaver's
-  faster mode), batched by a DataLoader of batch 512 as weaver's train script does.
+  to 128), `for_training=True`, batched by a DataLoader of batch 512 as weaver's train script does,
+  in its two reading modes: the default (`fetch_step=0.01`: 1% of every file per fetch, so batches
+  mix all files, as jettag's do) and file by file (`fetch_by_files=True, fetch_step=1`: one whole
+  file per fetch, faster but a batch then holds the jets of one file, i.e. one class for
+  per-class files). The ratio is taken against the default mode.
 
 with 0 and 2 DataLoader workers. The clock runs from creating the iterator to the last batch, so
 worker start-up and file opening count. Timings alternate between the two loaders; with --reps > 1
@@ -96,7 +99,7 @@ weights: null
 """.replace("[LABELS]", "[" + ", ".join(LABELS) + "]")
 
 
-def generate(path: Path, n: int, seed: int) -> None:
+def generate(path: Path, n: int, seed: int, basket: int = 1000) -> None:
     """Collimated jets of 500-1000 GeV with ~50 pT-ordered constituents, JetClass branches and labels."""
     rng = np.random.default_rng(seed)
     counts = rng.poisson(50, n).clip(2, 128 + 40)
@@ -134,8 +137,16 @@ def generate(path: Path, n: int, seed: int) -> None:
                 "jet_nparticles": counts.astype(np.float32)}  # fmt: skip
     for k, label in enumerate(LABELS):
         branches[label] = cls == k
+    # written in baskets of `basket` jets, as ROOT writes files (one basket per flush), not one per branch
     with uproot.recreate(path) as f:
-        f.mktree("tree", branches)
+        tree = None
+        for start in range(0, n, basket):
+            part = {k: v[start : start + basket] for k, v in branches.items()}
+            if tree is None:
+                tree = f.mktree(
+                    "tree", {k: v.type if isinstance(v, ak.Array) else v.dtype for k, v in part.items()}
+                )
+            tree.extend(part)
 
 
 def time_jettag(files: list[str], workers: int) -> tuple[float, int]:
@@ -157,11 +168,16 @@ def time_jettag(files: list[str], workers: int) -> tuple[float, int]:
     return time.perf_counter() - start, jets
 
 
-def time_weaver(files: list[str], workers: int, config: str) -> tuple[float, int]:
+def time_weaver(files: list[str], workers: int, config: str, by_files: bool) -> tuple[float, int]:
     from torch.utils.data import DataLoader
     from weaver.utils.dataset import SimpleIterDataset
 
-    dataset = SimpleIterDataset({"_": files}, config, for_training=True, fetch_by_files=True, fetch_step=1)
+    options = (
+        {"fetch_by_files": True, "fetch_step": 1}
+        if by_files
+        else {"fetch_by_files": False, "fetch_step": 0.01}
+    )
+    dataset = SimpleIterDataset({"_": files}, config, for_training=True, **options)
     loader = DataLoader(dataset, batch_size=512, drop_last=True, pin_memory=False, num_workers=workers)
     start, jets = time.perf_counter(), 0
     for X, y, _ in loader:
@@ -176,6 +192,7 @@ def main() -> None:
     parser.add_argument("--jets-per-file", type=int, default=25_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--basket", type=int, default=1000, help="jets per ROOT basket in the written files")
     parser.add_argument(
         "--dir", default=None, help="where to write the files (default: a temporary directory)"
     )
@@ -191,24 +208,28 @@ def main() -> None:
         for i in range(args.files):
             path = base / f"bench_{i}.root"
             if not path.exists():
-                generate(path, args.jets_per_file, seed=i)
+                generate(path, args.jets_per_file, seed=i, basket=args.basket)
             files.append(str(path))
         config = base / "weaver_kinpid.yaml"
         config.write_text(WEAVER_CONFIG)
         total = args.files * args.jets_per_file
         print(f"{args.files} files x {args.jets_per_file} jets ({total} jets, {sum(os.path.getsize(f) for f in files) / 1e6:.0f} MB); "
               f"kinpid, 128 particles, batch 512; {os.cpu_count()} cores")  # fmt: skip
-        print(f"{'workers':>7} {'jettag jets/s':>14} {'weaver jets/s':>14} {'ratio':>6}")
+        print(
+            f"{'workers':>7} {'jettag':>8} {'weaver':>8} {'ratio':>6} {'weaver by files':>16} {'ratio':>6}   (jets/s)"
+        )
         for workers in args.workers:
-            ours, theirs = [], []
+            ours, theirs, by_files = [], [], []
             for _ in range(args.reps):
-                seconds, jets = time_weaver(files, workers, str(config))
+                seconds, jets = time_weaver(files, workers, str(config), by_files=False)
                 theirs.append(jets / seconds)
                 seconds, jets = time_jettag(files, workers)
                 assert jets == total, (jets, total)  # every jet once
                 ours.append(jets / seconds)
-            a, b = statistics.median(ours), statistics.median(theirs)
-            print(f"{workers:>7} {a:>14.0f} {b:>14.0f} {a / b:>6.1f}", flush=True)
+                seconds, jets = time_weaver(files, workers, str(config), by_files=True)
+                by_files.append(jets / seconds)
+            a, b, c = statistics.median(ours), statistics.median(theirs), statistics.median(by_files)
+            print(f"{workers:>7} {a:>8.0f} {b:>8.0f} {a / b:>6.1f} {c:>16.0f} {a / c:>6.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -327,7 +327,10 @@ class JetDataModule(L.LightningDataModule):
             opened = open_files(
                 self._entries(split), self.builder, self.treename, key, self.skip_bad_files, skipped
             )
-            files = [StreamFile(f.path, f.num_entries, f.label) for f, _ in opened]
+            files = [
+                StreamFile(f.path, f.num_entries, f.label, tuple(f.piece_bounds(self.chunk_size)))
+                for f, _ in opened
+            ]
             for f, _ in opened:
                 f.close()
             if not sum(f.num_entries for f in files):

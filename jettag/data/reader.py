@@ -136,7 +136,8 @@ class JetFile:
         import uproot
 
         try:
-            file = uproot.open(self.path)
+            # no array cache: a chunk is read once, and a cache would keep it alive with the file
+            file = uproot.open(self.path, array_cache=None)
         except Exception as err:  # uproot raises many types for damaged files
             raise DataError(
                 f"cannot read '{self.path}' as a ROOT file ({type(err).__name__}: {_first_line(err)}); "
@@ -217,6 +218,25 @@ class JetFile:
         for chunk in chunks:
             chunk.label = self.label
             yield chunk
+
+    def piece_bounds(self, chunk_size: int) -> list[int]:
+        """Entry boundaries of pieces of about `chunk_size` entries that do not cut the file's storage
+        units (ROOT baskets common to all branches, Parquet row groups): a piece that starts or ends
+        inside a basket would decompress that whole basket again for a few entries."""
+        if self.format == "root":
+            units = [int(x) for x in self._tree.common_entry_offsets()]
+        elif self.format == "parquet":
+            rows = [self._parquet.metadata.row_group(i).num_rows for i in range(self._parquet.num_row_groups)]
+            units = [0, *np.cumsum(rows).tolist()]
+        else:
+            units = [*list(range(0, self.num_entries, chunk_size)), self.num_entries]
+        if not units or units[-1] != self.num_entries:
+            units.append(self.num_entries)
+        bounds = [0]
+        for unit in units[1:]:
+            if unit - bounds[-1] >= chunk_size or unit == self.num_entries:
+                bounds.append(unit)
+        return bounds if self.num_entries else [0]
 
     def close(self) -> None:
         """Release the file handle (streaming opens many files, one after the other)."""

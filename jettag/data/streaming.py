@@ -3,7 +3,7 @@
 `JetStream` is an `IterableDataset` that yields padded batches (the same dicts as `JetDataset`).
 Within an epoch every jet is read once by exactly one worker of one rank:
 
-1. The files are cut into pieces of `chunk_size` entries. Each epoch the pieces are put in a random
+1. The files are cut into pieces of about `chunk_size` entries (on basket / row-group boundaries). Each epoch the pieces are put in a random
    order drawn from `(seed, epoch)` (the same on every rank and worker), and the resulting stream
    of entries is cut into `world_size x num_workers` contiguous shares of equal size (+-1 jet).
    Worker `w` of rank `r` reads share `r * num_workers + w`.
@@ -28,6 +28,7 @@ Lightning's `use_distributed_sampler` does not apply to iterable datasets: the s
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import os
@@ -55,6 +56,7 @@ class StreamFile:
     path: str
     num_entries: int
     label: int | None = None  # class of a per-class group
+    bounds: tuple[int, ...] | None = None  # piece boundaries (JetFile.piece_bounds); None: every chunk_size
 
 
 @dataclass(frozen=True)
@@ -137,11 +139,10 @@ class JetStream(IterableDataset):
         return distributed_rank()
 
     def pieces(self, epoch: int) -> list[Piece]:
-        pieces = [
-            Piece(i, start, min(start + self.chunk_size, f.num_entries))
-            for i, f in enumerate(self.files)
-            for start in range(0, f.num_entries, self.chunk_size)
-        ]
+        pieces = []
+        for i, f in enumerate(self.files):
+            bounds = f.bounds or (*range(0, f.num_entries, self.chunk_size), f.num_entries)
+            pieces += [Piece(i, a, b) for a, b in itertools.pairwise(bounds) if b > a]
         if self.shuffle:
             order = np.random.default_rng((self.seed, epoch)).permutation(len(pieces))
             pieces = [pieces[i] for i in order]

@@ -64,7 +64,7 @@ def bad_files(tmp_path_factory):
     jets["label_QCD"] = np.asarray(jets["label_QCD"]).copy()
     jets["label_Tbqq"] = np.asarray(jets["label_Tbqq"]).copy()
     jets["label_QCD"][130] = jets["label_Tbqq"][130] = True
-    files["onehot"] = write_root(base / "onehot.root", jets)
+    files["onehot"] = write_in_baskets(base / "onehot.root", jets)
     return files
 
 
