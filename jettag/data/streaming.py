@@ -28,6 +28,7 @@ Lightning's `use_distributed_sampler` does not apply to iterable datasets: the s
 from __future__ import annotations
 
 import copy
+import gc
 import itertools
 import logging
 import math
@@ -48,6 +49,7 @@ from jettag.errors import DataError
 
 log = logging.getLogger(__name__)
 
+GC_EVERY = 16  # files closed between two collections of reference cycles
 JET_ID = "__jettag_jet_id"  # global number of a jet: file offset + entry, carried as an observer
 
 
@@ -238,13 +240,19 @@ class JetStream(IterableDataset):
         offsets = np.cumsum([0] + [f.num_entries for f in self.files])
         builder = copy.copy(self.builder)
         builder.observers = [*self.builder.observers, JET_ID]
-        open_file, open_index, plan, read = None, None, None, []
+        open_file, open_index, plan, read, closed = None, None, None, [], 0
         for piece in pieces:
             info = self.files[piece.file]
             try:
                 if open_index != piece.file:
                     if open_file is not None:
                         open_file.close()
+                        closed += 1
+                        if closed % GC_EVERY == 0:
+                            # uproot's file objects hold reference cycles: only the cycle collector frees
+                            # them, and its full pass is rare in a large process, so closed files would
+                            # pile up (memory growing with the files read) until it runs.
+                            gc.collect()
                     open_file, open_index = None, piece.file
                     open_file = JetFile(info.path, self.treename, info.label)
                     plan = self.builder.plan(open_file)
