@@ -1,6 +1,6 @@
 """Data-loading speed: ROOT files -> ready batches, jettag against weaver-core, on the same files in one run.
 
-    python scripts/bench_loader.py [--files 4] [--jets-per-file 25000] [--workers 0 2] [--reps 1]
+    python scripts/bench_loader.py [--files 2] [--jets-per-file 100000] [--workers 0 2] [--reps 1]
 
 Writes JetClass-schema ROOT files of generated jets (10 classes, one-hot labels, ~50 particles per
 jet), then times one pass over all of them, to training batches of 512 jets with the kinpid inputs
@@ -188,8 +188,8 @@ def time_weaver(files: list[str], workers: int, config: str, by_files: bool) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=4)
-    parser.add_argument("--jets-per-file", type=int, default=25_000)
+    parser.add_argument("--files", type=int, default=2)
+    parser.add_argument("--jets-per-file", type=int, default=100_000, help="JetClass files hold 100k jets")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--basket", type=int, default=1000, help="jets per ROOT basket in the written files")

@@ -49,7 +49,7 @@ from jettag.errors import DataError
 
 log = logging.getLogger(__name__)
 
-GC_EVERY = 16  # files closed between two collections of reference cycles
+GC_EVERY = 64  # files closed between two collections of reference cycles
 JET_ID = "__jettag_jet_id"  # global number of a jet: file offset + entry, carried as an observer
 
 
