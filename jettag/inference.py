@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from jettag.data.dataset import JetDataset
+from jettag.data.expressions import parse_new_variables
 from jettag.data.jets import JetBuilder
 from jettag.data.reader import JetFile, resolve_files
 from jettag.errors import ConfigError
@@ -125,6 +126,7 @@ def predict_files(
     drop_nonfinite: bool = False,
     device: torch.device | None = None,
     progress: bool = True,
+    new_variables: Mapping[str, str] | None = None,
 ) -> PredictSummary:
     """Score every jet of the files into `output` (tree `Events`), chunk by chunk.
 
@@ -146,12 +148,17 @@ def predict_files(
         raise ConfigError(f"output={output} is one of the input files; write the scores to another file.")
     device = device or torch.device("cpu")
     model = trained.model.to(device).eval()
+    # the run's new variables (data.new_variables) may be inputs or observers; its selection is not
+    # applied: every input jet gets its row
+    variables = parse_new_variables(new_variables)
     planner = JetBuilder(
-        trained.features, None, observers, branches, skip_empty=True, drop_nonfinite=drop_nonfinite
-    )
+        trained.features, None, observers, branches, skip_empty=True, drop_nonfinite=drop_nonfinite,
+        new_variables=variables,
+    )  # fmt: skip
     builder = JetBuilder(
-        trained.features, None, [*observers, _ENTRY], branches, skip_empty=True, drop_nonfinite=drop_nonfinite
-    )
+        trained.features, None, [*observers, _ENTRY], branches, skip_empty=True, drop_nonfinite=drop_nonfinite,
+        new_variables=variables,
+    )  # fmt: skip
     jet_files = [JetFile(path, treename) for path in files]
     plans = [planner.plan(f) for f in jet_files]  # every file checked before anything is written
     summary = PredictSummary(files=files)
@@ -192,7 +199,7 @@ def _score_chunk(trained, model, builder, chunk, plan, batch_size, device, summa
         scores[kept] = score_jets(model, JetDataset(jets), batch_size, device)
     columns = {f"score_{name}": scores[:, i] for i, name in enumerate(trained.class_names)}
     for name, values in jets.observers.items():
-        if name in plan.observers:  # read from the file: every row has its value
+        if name in plan.observers and name not in plan.computed:  # read from the file: every row has one
             column = ak.to_numpy(chunk.arrays[builder.rename.get(name, name)])
         else:  # derived from the particles: NaN where the jet was skipped
             column = np.full(num, np.nan, dtype=np.float32)

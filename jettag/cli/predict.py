@@ -38,6 +38,7 @@ def predict(cfg: DictConfig) -> int:
         drop_nonfinite=bool(data.get("drop_nonfinite_jets", False)),
         device=device,
         progress=bool(cfg.progress),
+        new_variables=data.get("new_variables") or {},
     )
     skipped = "".join(
         f", {n} with NaN scores ({why.replace('_', ' ')})" for why, n in summary.skipped.items()

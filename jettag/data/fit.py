@@ -20,6 +20,7 @@ spread evenly over the files so that per-class file groups all contribute.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -30,6 +31,8 @@ import numpy as np
 from jettag.data.jets import JetArrays
 from jettag.errors import ConfigError
 from jettag.features.sets import Feature, FeatureSet
+
+log = logging.getLogger(__name__)
 
 
 def raw_feature_set(features: FeatureSet, refit: bool) -> FeatureSet:
@@ -135,12 +138,16 @@ class Reweighting:
     def fit(self, jets: JetArrays) -> None:
         counts = self.histograms(jets)
         present = counts.reshape(len(counts), -1).sum(axis=1) > 0
+        if not present.any():
+            raise ConfigError(
+                "data.reweight: no jet of the fit sample lies inside data.reweight.bins; widen the bins."
+            )
         missing = [n for n, p in zip(self.class_names, present, strict=True) if not p]
         if missing:
-            raise ConfigError(
-                f"data.reweight: no jet of class {', '.join(missing)} lies inside the bins in the fit sample; "
-                "widen data.reweight.bins or check the files."
-            )
+            log.warning(
+                "data.reweight: no jet of class %s inside the bins in the fit sample; its jets keep weight 1 "
+                "(not reweighted)", ", ".join(missing),
+            )  # fmt: skip
         with np.errstate(divide="ignore", invalid="ignore"):
             if self.mode == "flat":
                 # every filled (class, bin) cell gets the same total weight, then every class the same total
@@ -156,6 +163,7 @@ class Reweighting:
                 ).copy()
                 table[counts == 0] = 0.0
         self.table = table / table.max()
+        self.table[~present] = 1.0
 
     def weights(self, jets: JetArrays) -> np.ndarray:
         """Sampling weight (0..1) of each jet; 0 outside the bins."""
