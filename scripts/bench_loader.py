@@ -15,9 +15,10 @@ jet), then times one pass over all of them, to training batches of 512 jets with
   file per fetch, faster but a batch then holds the jets of one file, i.e. one class for
   per-class files). The ratio is taken against the default mode.
 
-with 0 and 2 DataLoader workers. The clock runs from creating the iterator to the last batch, so
-worker start-up and file opening count. Timings alternate between the two loaders; with --reps > 1
-the median is reported. Needs weaver-core (test dependency: pip install -e ".[test]").
+with 0 and 2 DataLoader workers. Every timing runs in a fresh Python process (so that neither
+loader's threads, caches or garbage slow the other), from creating the iterator to the last batch:
+worker start-up and file opening count. Timings alternate between the loaders; with --reps > 1 the
+median is reported. Needs weaver-core (test dependency: pip install -e ".[test]").
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -186,8 +189,43 @@ def time_weaver(files: list[str], workers: int, config: str, by_files: bool) -> 
     return time.perf_counter() - start, jets
 
 
+def measure(which: str, files: list[str], workers: int, config: str) -> float:
+    """jets/s of one pass, timed in a fresh process."""
+    command = [
+        sys.executable,
+        __file__,
+        "--one",
+        which,
+        "--workers",
+        str(workers),
+        "--config",
+        config,
+        *files,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    seconds, jets = result.stdout.split()[-2:]
+    return int(jets) / float(seconds)
+
+
+def one(which: str, files: list[str], workers: int, config: str) -> None:
+    import logging
+
+    logging.getLogger("weaver").setLevel(logging.WARNING)
+    if which == "jettag":
+        seconds, jets = time_jettag(files, workers)
+        assert jets == sum(uproot.open(f)["tree"].num_entries for f in files)  # every jet once
+    else:
+        seconds, jets = time_weaver(files, workers, config, by_files=which == "weaver-by-files")
+    print(seconds, jets)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--files", type=int, default=2)
     parser.add_argument("--jets-per-file", type=int, default=100_000, help="JetClass files hold 100k jets")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
@@ -197,10 +235,8 @@ def main() -> None:
         "--dir", default=None, help="where to write the files (default: a temporary directory)"
     )
     args = parser.parse_args()
-
-    import logging
-
-    logging.getLogger("weaver").setLevel(logging.WARNING)
+    if args.one:
+        return one(args.one, args.paths, args.workers[0], args.config)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.dir or tmp)
         base.mkdir(parents=True, exist_ok=True)
@@ -221,13 +257,9 @@ def main() -> None:
         for workers in args.workers:
             ours, theirs, by_files = [], [], []
             for _ in range(args.reps):
-                seconds, jets = time_weaver(files, workers, str(config), by_files=False)
-                theirs.append(jets / seconds)
-                seconds, jets = time_jettag(files, workers)
-                assert jets == total, (jets, total)  # every jet once
-                ours.append(jets / seconds)
-                seconds, jets = time_weaver(files, workers, str(config), by_files=True)
-                by_files.append(jets / seconds)
+                theirs.append(measure("weaver", files, workers, str(config)))
+                ours.append(measure("jettag", files, workers, str(config)))
+                by_files.append(measure("weaver-by-files", files, workers, str(config)))
             a, b, c = statistics.median(ours), statistics.median(theirs), statistics.median(by_files)
             print(f"{workers:>7} {a:>8.0f} {b:>8.0f} {a / b:>6.1f} {c:>16.0f} {a / c:>6.1f}", flush=True)
 

@@ -36,7 +36,14 @@ BLOCKS = readme_blocks()
 
 
 def test_readme_has_tested_blocks_and_three_commands():
-    assert [name for name, _ in BLOCKS] == ["own-files", "experiments", "models", "deploy", "generate"]
+    assert [name for name, _ in BLOCKS] == [
+        "own-files",
+        "data",
+        "experiments",
+        "models",
+        "deploy",
+        "generate",
+    ]
     first = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1)
     commands = [line for line in first.splitlines() if line and not line.startswith("#")]
     assert commands[1:] == ["jettag-train", "pytest"]
@@ -57,6 +64,24 @@ def workdir(tmp_path_factory):
         write_root(
             base / "JetClass" / split / "part0.root", toy_jets(150, seed=50 + i, classes=JETCLASS_LABELS)
         )
+    # per-class files without label branches, as JetClass ships them
+    (base / "JetClass" / "groups").mkdir()
+    for name, label in (("ZJetsToNuNu", "label_QCD"), ("HToBB", "label_Hbb")):
+        jets = toy_jets(100, seed=60 + len(name), classes=(label,))
+        write_root(base / "JetClass" / "groups" / f"{name}_0.root",
+                   {k: v for k, v in jets.items() if not k.startswith("label_")})  # fmt: skip
+    # the original top-tagging HDF5 table: E_i PX_i PY_i PZ_i (zero-padded), is_signal_new
+    import awkward as ak
+    import pandas as pd
+
+    jets = toy_jets(60, seed=70)
+    table = {}
+    for column, branch in (("E", "part_energy"), ("PX", "part_px"), ("PY", "part_py"), ("PZ", "part_pz")):
+        padded = ak.to_numpy(ak.fill_none(ak.pad_none(jets[branch], 80, clip=True), 0.0))
+        table |= {f"{column}_{i}": padded[:, i] for i in range(80)}
+    frame = pd.DataFrame(table)
+    frame["is_signal_new"] = jets["label_Tbqq"].astype(int)
+    frame.to_hdf(base / "top" / "train.h5", key="table", mode="w")
     return base
 
 
@@ -86,6 +111,11 @@ def test_readme_example_runs(name, commands, workdir):
         assert len(runs) == 4
     if name == "deploy":
         assert (workdir / "runs" / "mytop" / "model.onnx").is_file() and (workdir / "scores.root").is_file()
+    if name == "data":
+        assert (workdir / "top" / "train_converted.parquet").is_file()
+        run = workdir / "runs" / "groups"
+        for output in ("standardization.json", "reweighting.png", "reweighting.json", "metrics.json"):
+            assert (run / output).is_file(), output
     if name == "own-files":
         for run in ("runs/mytop", "runs/mytop/eval", "runs/mytop-eval"):
             assert (workdir / run / "metrics.json").is_file(), run

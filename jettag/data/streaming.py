@@ -173,32 +173,29 @@ class JetStream(IterableDataset):
         target = self.batches_per_share(workers, world) if world > 1 else None
         rng = np.random.default_rng((self.seed, epoch, share, 1))
         skipped: Counter = Counter()
-        pool: list[JetArrays] = []
-        pooled, emitted = 0, 0
+        pool = _Pool()
+        emitted = 0
         keep = self.shuffle_buffer // 2 if self.shuffle else 0
         size = self.batch_size
 
         for jets in self._read(pieces, rng, skipped):
-            pool.append(jets)
-            pooled += len(jets)
-            if pooled < self.shuffle_buffer:
+            pool.add(jets)
+            if len(pool) < self.shuffle_buffer:
                 continue
-            jets, order = self._mix(pool, rng)
-            n = (len(jets) - keep) // size
+            if self.shuffle:
+                pool.shuffle(rng)
+            n = (len(pool) - keep) // size
             if target is not None:
                 n = max(0, min(n, target - 2 - emitted))  # the last two batches share what is left
-            if n:
-                dataset = JetDataset(jets)
-                for i in range(n):
-                    yield self._batch(dataset, jets, order[i * size : (i + 1) * size])
-                emitted += n
-                pool = [jets.take(order[n * size :])]
-            else:
-                pool = [jets]
-            pooled = len(pool[0])
+            for i in range(n):
+                yield _batch(pool.gather(np.arange(i * size, (i + 1) * size)))
+            emitted += n
+            pool.drop_front(n * size)
 
-        jets, order = self._mix(pool, rng) if pool else (None, np.zeros(0, np.int64))
-        left = len(order)
+        if self.shuffle:
+            pool.shuffle(rng)
+        left = len(pool)
+        order = np.arange(left)
         slots = target - emitted if target is not None else math.ceil(left / size)
         if left == 0 and slots > 0:
             raise DataError(
@@ -206,7 +203,7 @@ class JetStream(IterableDataset):
                 f"but DDP needs {slots} batches from it; check data.selection and the files."
             )
         if left < slots:  # only under DDP, after heavy skipping: repeat jets to fill the batches
-            order = np.concatenate([order, order[rng.integers(0, left, slots - left)]])
+            order = np.concatenate([order, rng.integers(0, left, slots - left)])
             skipped["repeated"] += slots - left
         bounds, start = [], 0
         while slots > 2 and len(order) - start - size >= slots - 1:
@@ -215,23 +212,11 @@ class JetStream(IterableDataset):
             slots -= 1
         if slots > 0:
             bounds += [(p[0], p[-1] + 1) for p in np.array_split(np.arange(start, len(order)), slots)]
-        dataset = JetDataset(jets) if bounds else None
         for i, (a, b) in enumerate(bounds):
-            batch = self._batch(dataset, jets, order[a:b])
+            batch = _batch(pool.gather(order[a:b]))
             if i == len(bounds) - 1:
                 batch["skipped"] = dict(skipped)  # the loader sums these over workers
             yield batch
-
-    def _mix(self, pool: list[JetArrays], rng: np.random.Generator) -> tuple[JetArrays, np.ndarray]:
-        jets = pool[0] if len(pool) == 1 else JetArrays.concatenate(pool)
-        order = rng.permutation(len(jets)) if self.shuffle else np.arange(len(jets))
-        return jets, order
-
-    @staticmethod
-    def _batch(dataset: JetDataset, jets: JetArrays, index: np.ndarray) -> dict[str, torch.Tensor]:
-        batch = dataset[index]
-        batch["index"] = torch.from_numpy(jets.observers[JET_ID][index])
-        return batch
 
     def _read(
         self, pieces: Sequence[Piece], rng: np.random.Generator, skipped: Counter
@@ -277,6 +262,70 @@ class JetStream(IterableDataset):
                 yield jets
         if open_file is not None:
             open_file.close()
+
+
+def _batch(jets: JetArrays) -> dict[str, torch.Tensor]:
+    batch = JetDataset(jets)[np.arange(len(jets))]
+    batch["index"] = torch.from_numpy(jets.observers[JET_ID])
+    return batch
+
+
+class _Pool:
+    """The shuffle buffer: the pieces as read, and which of their jets wait, in which order.
+
+    Jets are not copied into one array when pieces come in or batches go out: a batch gathers its
+    jets from the pieces they sit in. A piece is freed when its last jet has gone, and the few jets
+    left of a mostly used piece are moved into a small new one, so that memory stays within a small
+    multiple of the buffer.
+    """
+
+    def __init__(self):
+        self.parts: list[JetArrays | None] = []
+        self.live: list[int] = []
+        self.part = np.zeros(0, dtype=np.int64)  # piece of each waiting jet
+        self.local = np.zeros(0, dtype=np.int64)  # its index in the piece
+
+    def __len__(self) -> int:
+        return len(self.part)
+
+    def add(self, jets: JetArrays) -> None:
+        self.part = np.concatenate([self.part, np.full(len(jets), len(self.parts), dtype=np.int64)])
+        self.local = np.concatenate([self.local, np.arange(len(jets), dtype=np.int64)])
+        self.parts.append(jets)
+        self.live.append(len(jets))
+
+    def shuffle(self, rng: np.random.Generator) -> None:
+        order = rng.permutation(len(self))
+        self.part, self.local = self.part[order], self.local[order]
+
+    def gather(self, positions: np.ndarray) -> JetArrays:
+        """The jets at `positions` of the buffer (grouped by piece within the batch)."""
+        part, local = self.part[positions], self.local[positions]
+        pieces = [self.parts[p].take(local[part == p]) for p in np.unique(part)]
+        return pieces[0] if len(pieces) == 1 else JetArrays.concatenate(pieces)
+
+    def drop_front(self, n: int) -> None:
+        """Forget the first `n` waiting jets (batched); free or compact the pieces they leave."""
+        if n == 0:
+            return
+        gone = np.bincount(self.part[:n], minlength=len(self.parts))
+        self.part, self.local = self.part[n:], self.local[n:]
+        sparse = []
+        for p in np.flatnonzero(gone):
+            self.live[p] -= int(gone[p])
+            if self.live[p] == 0:
+                self.parts[p] = None
+            elif 3 * self.live[p] < len(self.parts[p]):
+                sparse.append(p)
+        if sparse:
+            moved = np.flatnonzero(np.isin(self.part, sparse))
+            moved = moved[np.argsort(self.part[moved], kind="stable")]
+            new = len(self.parts)
+            self.parts.append(self.gather(moved))  # gather groups by piece: the same order as `moved`
+            self.live.append(len(moved))
+            self.part[moved], self.local[moved] = new, np.arange(len(moved))
+            for p in sparse:
+                self.parts[p], self.live[p] = None, 0
 
 
 class JetStreamLoader(DataLoader):
