@@ -93,7 +93,7 @@ def detect_format(path: str) -> str:
             f"the file '{path}' is empty (0 bytes); regenerate it or remove it from the file list."
         )
     raise DataError(
-        f"'{path}' is neither a ROOT, a Parquet nor an HDF5 file (it starts with {magic!r}); "
+        f"'{path}' is neither a ROOT nor a Parquet file, nor an HDF5 table (it starts with {magic!r}); "
         "jettag reads ROOT trees, Parquet tables and the top-tagging HDF5 table."
     )
 

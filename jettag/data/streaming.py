@@ -343,6 +343,9 @@ class JetStreamLoader(DataLoader):
 
     def __iter__(self):
         stream: JetStream = self.dataset
+        if stream.rank is None or stream.world_size is None:
+            # read here, in the main process, and handed to the workers with the dataset
+            stream.rank, stream.world_size = distributed_rank()
         stream.set_epoch(self.epoch)
         self.epoch += 1
         self.skipped, self.jets = Counter(), 0  # of the current (or last) epoch
