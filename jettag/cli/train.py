@@ -60,12 +60,15 @@ def train(cfg: DictConfig) -> float | None:
         "checkpoint": checkpoint.best_model_path if checkpoint else None,
         "epochs": trainer.current_epoch,
         "optimizer_steps": trainer.global_step,
+        "processes": trainer.world_size,
         "train_seconds": round(train_seconds, 1),
         "best_val_auc": float(best) if best is not None else None,
         "seed": cfg.seed,
         "train_files": list(cfg.data.train_files),
         "test_files": list(cfg.data.test_files),
     }
+    if not trainer.is_global_zero:  # DDP: the first process writes the report of the gathered predictions
+        return float(best) if best is not None else None
     metrics = write_test_report(task, datamodule, run_dir, info)
     log.info("test: accuracy %.4f, AUC %.4f, Rej50 %.1f; report in %s",
              metrics["accuracy"], metrics["auc"], metrics["rej50"], run_dir / "report.md")  # fmt: skip
