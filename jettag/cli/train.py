@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from jettag.cli import hydra_app
@@ -43,7 +45,12 @@ def train(cfg: DictConfig) -> float | None:
     log.info("%s: %d parameters; run directory %s", type(model).__name__, count_parameters(model), run_dir)
 
     start = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, run_dir))
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, run_dir))
+    except SIGTERMException:
+        # Lightning stopped after the current batch; ResumeBatchPosition saved last.ckpt there
+        log.warning("stopped by SIGTERM at step %d; ckpt_path=last resumes the run", trainer.global_step)
+        raise SystemExit(128 + signal.SIGTERM) from None
     train_seconds = time.perf_counter() - start
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_score if checkpoint is not None else None

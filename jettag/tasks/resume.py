@@ -5,13 +5,18 @@ checkpoint and then runs the rest of the epoch, but it draws those batches from 
 is, the epoch's first batches again. `ResumeBatchPosition` stores how many training batches of the
 epoch were done in the checkpoint and makes `JetBatchSampler` skip them on restart, so a resumed run
 sees the same batches in the same order as an uninterrupted one and ends with the same step count.
+
+On SIGTERM (a job being cancelled, a spot instance reclaimed) Lightning stops after the current batch;
+`ResumeBatchPosition` then writes last.ckpt at that point, so nothing trained is lost.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,15 @@ class ResumeBatchPosition(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.epoch, self.batches = trainer.current_epoch + 1, 0
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if isinstance(exception, SIGTERMException) and getattr(checkpoint, "dirpath", None):
+            path = Path(checkpoint.dirpath) / "last.ckpt"
+            trainer.save_checkpoint(path)
+            log.info(
+                "SIGTERM: saved %s at step %d; ckpt_path=last resumes from it", path, trainer.global_step
+            )
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batches": self.batches}
