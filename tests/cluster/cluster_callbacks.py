@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal as signal_module
+import time
 
 import lightning as L
 
@@ -36,3 +37,13 @@ class KillAtStep(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signal)
+
+
+class Slow(L.Callback):
+    """Makes every training step take `seconds` longer, so that a signal can arrive in the middle of a run."""
+
+    def __init__(self, seconds: float = 0.5):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        time.sleep(self.seconds)
