@@ -36,7 +36,14 @@ BLOCKS = readme_blocks()
 
 
 def test_readme_has_tested_blocks_and_three_commands():
-    assert [name for name, _ in BLOCKS] == ["own-files", "experiments", "models", "deploy", "generate"]
+    assert [name for name, _ in BLOCKS] == [
+        "own-files",
+        "experiments",
+        "models",
+        "deploy",
+        "generate",
+        "report",
+    ]
     first = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1)
     commands = [line for line in first.splitlines() if line and not line.startswith("#")]
     assert commands[1:] == ["jettag-train", "pytest"]
@@ -86,6 +93,9 @@ def test_readme_example_runs(name, commands, workdir):
         assert len(runs) == 4
     if name == "deploy":
         assert (workdir / "runs" / "mytop" / "model.onnx").is_file() and (workdir / "scores.root").is_file()
+    if name == "report":
+        table = (workdir / "runs" / "baselines" / "comparison.md").read_text()
+        assert all(f"| {model} | 1 |" in table for model in ("part_plain", "particlenet", "pfn", "pcnn"))
     if name == "own-files":
         for run in ("runs/mytop", "runs/mytop/eval", "runs/mytop-eval"):
             assert (workdir / run / "metrics.json").is_file(), run

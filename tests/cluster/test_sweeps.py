@@ -34,6 +34,7 @@ def test_rej50_search_selects_checkpoints_by_val_rej50():
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # SQLAlchemy, inside MLflow
 def test_mlflow_logger(tiny_files, tmp_path):
     mlflow = pytest.importorskip("mlflow")
     run_dir, tracking = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
