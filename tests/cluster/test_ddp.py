@@ -56,3 +56,29 @@ def test_ddp_two_processes_gather_all_test_jets(tiny_files, tmp_path):
     )
     single_metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert metrics["auc"] == pytest.approx(single_metrics["auc"], abs=1e-6)
+
+
+@pytest.mark.parametrize("num_jets, batch_size, world", [(50, 20, 2), (64, 16, 2), (70, 8, 3), (10, 16, 4)])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_batch_sampler_shards_equal_counts_covering_every_jet(
+    num_jets, batch_size, world, shuffle, monkeypatch
+):
+    from jettag.data import dataset
+
+    counts = np.random.default_rng(0).integers(1, 60, num_jets)
+    shares = []
+    for rank in range(world):
+        monkeypatch.setattr(dataset, "_world", lambda rank=rank: (rank, world))
+        sampler = dataset.JetBatchSampler(
+            counts, batch_size, shuffle=shuffle, group_by_length=not shuffle, seed=3
+        )
+        sampler.set_epoch(2)
+        shares.append(list(sampler))
+        assert len(shares[-1]) == len(sampler)
+    num_batches = -(-num_jets // batch_size)
+    assert all(len(s) == -(-num_batches // world) for s in shares)  # DDP steps together
+    jets = [j for share in shares for batch in share for j in batch]
+    assert set(jets) == set(range(num_jets))  # every jet in some process's share
+    # only whole repeated batches pad the shares, and only as many as needed for equal counts
+    padded = -(-num_batches // world) * world - num_batches
+    assert len(jets) - num_jets <= padded * batch_size
