@@ -43,6 +43,7 @@ def test_readme_has_tested_blocks_and_three_commands():
         "models",
         "deploy",
         "generate",
+        "report",
     ]
     first = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1)
     commands = [line for line in first.splitlines() if line and not line.startswith("#")]
@@ -116,6 +117,9 @@ def test_readme_example_runs(name, commands, workdir):
         run = workdir / "runs" / "groups"
         for output in ("standardization.json", "reweighting.png", "reweighting.json", "metrics.json"):
             assert (run / output).is_file(), output
+    if name == "report":
+        table = (workdir / "runs" / "baselines" / "comparison.md").read_text()
+        assert all(f"| {model} | 1 |" in table for model in ("part_plain", "particlenet", "pfn", "pcnn"))
     if name == "own-files":
         for run in ("runs/mytop", "runs/mytop/eval", "runs/mytop-eval"):
             assert (workdir / run / "metrics.json").is_file(), run

@@ -40,6 +40,10 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
     warnings.filterwarnings("ignore", message=r".*does not have many workers")
+    # jettag.tasks.resume.ResumeBatchPosition makes mid-epoch resumption exact
+    warnings.filterwarnings(
+        "ignore", message=r".*ended before the epoch ended and your dataloader is not resumable"
+    )
 
 
 def register_resolvers() -> None:

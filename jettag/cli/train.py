@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from jettag.cli import hydra_app
@@ -47,7 +49,12 @@ def train(cfg: DictConfig) -> float | None:
     log.info("%s: %d parameters; run directory %s", type(model).__name__, count_parameters(model), run_dir)
 
     start = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, run_dir))
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, run_dir))
+    except SIGTERMException:
+        # Lightning stopped after the current batch; ResumeBatchPosition saved last.ckpt there
+        log.warning("stopped by SIGTERM at step %d; ckpt_path=last resumes the run", trainer.global_step)
+        raise SystemExit(128 + signal.SIGTERM) from None
     train_seconds = time.perf_counter() - start
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_score if checkpoint is not None else None
@@ -64,12 +71,15 @@ def train(cfg: DictConfig) -> float | None:
         "checkpoint": checkpoint.best_model_path if checkpoint else None,
         "epochs": trainer.current_epoch,
         "optimizer_steps": trainer.global_step,
+        "processes": trainer.world_size,
         "train_seconds": round(train_seconds, 1),
         "best_val_auc": float(best) if best is not None else None,
         "seed": cfg.seed,
         "train_files": list(cfg.data.train_files),
         "test_files": list(cfg.data.test_files),
     }
+    if not trainer.is_global_zero:  # DDP: the first process writes the report of the gathered predictions
+        return float(best) if best is not None else None
     metrics = write_test_report(task, datamodule, run_dir, info)
     log.info("test: accuracy %.4f, AUC %.4f, Rej50 %.1f; report in %s",
              metrics["accuracy"], metrics["auc"], metrics["rej50"], run_dir / "report.md")  # fmt: skip

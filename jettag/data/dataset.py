@@ -58,6 +58,13 @@ class JetDataset(Dataset):
         }
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size) of torch.distributed, (0, 1) when it is not running."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class JetBatchSampler(Sampler[list[int]]):
     """Batches of jet indices, optionally shuffled and grouped by particle multiplicity.
 
@@ -98,13 +105,29 @@ class JetBatchSampler(Sampler[list[int]]):
         self.group_window = group_window
         self.seed = seed
         self.epoch = 0
+        self.skip = 0  # batches of the next epoch already seen (a run resumed mid-epoch), see `shard`
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
         n = len(self.counts) if self.weights is None or not self.shuffle else round(self.weights.sum())
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        total = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return -(-total // _world()[1])
+
+    def shard(self, batches: list) -> list:
+        """This process's share of the epoch's batches under torch.distributed, minus `skip` already seen.
+
+        Every process gets the same number of batches (DDP steps together): the list is padded by
+        repeating its first batches, so a few jets are seen twice in evaluation; `JetClassifier` keeps
+        one score per jet index. All processes draw the same order (same seed and epoch).
+        """
+        rank, world = _world()
+        if world > 1 and batches:
+            per_rank = -(-len(batches) // world)
+            batches = (batches * world)[: per_rank * world][rank::world]
+        skip, self.skip = self.skip, 0
+        return batches[skip:]
 
     def __iter__(self) -> Iterator[list[int]]:
         n = len(self.counts)
@@ -128,7 +151,7 @@ class JetBatchSampler(Sampler[list[int]]):
             batches.pop()
         if self.shuffle and self.group_by_length:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        for b in batches:
+        for b in self.shard(batches):
             yield b.tolist()
 
     def _size_key(self, part: np.ndarray) -> np.ndarray:

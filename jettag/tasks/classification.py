@@ -62,7 +62,7 @@ class JetClassifier(L.LightningModule):
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         logits = self(batch)
         loss = F.cross_entropy(logits, batch["y"])
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(batch["y"]))
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(batch["y"]), sync_dist=True)
         probs = torch.softmax(logits.float(), dim=-1)
         self._outputs[stage].append((batch["index"].cpu(), probs.detach().cpu(), batch["y"].cpu()))
 
@@ -73,13 +73,28 @@ class JetClassifier(L.LightningModule):
         self._eval_step(batch, "test")
 
     def _collect(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and labels of the epoch, ordered by jet index."""
+        """Scores and labels of the epoch from every process, one per jet, ordered by jet index.
+
+        Under DDP each process scored its share of the batches; they are gathered here so that the
+        metrics are those of all predictions together, never an average over processes. Batches that
+        the sampler repeated to give every process the same number are scored twice: the first score
+        of each jet index is kept.
+        """
         outputs, self._outputs[stage] = self._outputs[stage], []
-        index = torch.cat([o[0] for o in outputs]).numpy()
-        order = np.argsort(index, kind="stable")
-        scores = torch.cat([o[1] for o in outputs]).numpy()[order]
-        labels = torch.cat([o[2] for o in outputs]).numpy()[order]
-        return scores, labels
+        num_classes = max(len(self.class_names), 1)
+        index = torch.cat([o[0] for o in outputs]).numpy() if outputs else np.zeros(0, np.int64)
+        scores = (
+            torch.cat([o[1] for o in outputs]).numpy() if outputs else np.zeros((0, num_classes), np.float32)
+        )
+        labels = torch.cat([o[2] for o in outputs]).numpy() if outputs else np.zeros(0, np.int64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, (index, scores, labels))
+            index = np.concatenate([g[0] for g in gathered])
+            scores = np.concatenate([g[1] for g in gathered])
+            labels = np.concatenate([g[2] for g in gathered])
+        index, first = np.unique(index, return_index=True)  # sorted by jet index, first score of each jet
+        return scores[first], labels[first]
 
     def _log_metrics(self, stage: str, scores: np.ndarray, labels: np.ndarray) -> None:
         try:
@@ -94,17 +109,24 @@ class JetClassifier(L.LightningModule):
             }
         for key, name in (("accuracy", "acc"), ("auc", "auc"), ("rej50", "rej50"), ("rej30", "rej30")):
             if key in metrics:
+                # the same value on every process (computed on the gathered predictions)
                 self.log(
-                    f"{stage}/{name}", float(metrics[key]), prog_bar=stage == "val" and name in ("acc", "auc")
+                    f"{stage}/{name}",
+                    float(metrics[key]),
+                    prog_bar=stage == "val" and name in ("acc", "auc"),
+                    sync_dist=True,
                 )
 
+    # Every process gathers and computes the same metrics (the checkpoint callback of each process
+    # needs val/auc); only the first process writes files (see jettag.cli.train).
     def on_validation_epoch_end(self) -> None:
-        if self._outputs["val"]:
-            self._log_metrics("val", *self._collect("val"))
+        scores, labels = self._collect("val")
+        if len(labels):
+            self._log_metrics("val", scores, labels)
 
     def on_test_epoch_end(self) -> None:
-        if self._outputs["test"]:
-            scores, labels = self._collect("test")
+        scores, labels = self._collect("test")
+        if len(labels):
             self.predictions = {"scores": scores, "labels": labels}
             self._log_metrics("test", scores, labels)
 
