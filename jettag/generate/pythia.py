@@ -289,8 +289,8 @@ W_TO_LEPTONS = ("24:onMode = off", "24:onIfAny = 11 13 15")
 #   QCD   pp -> jj (HardQCD:all): no matching, every leading jet in the window.
 #   Tbqq  pp -> t tbar, W -> q q': b and both W quarks matched (hadronic_top_decays).
 #   Tbl   pp -> t tbar, W -> l nu (l = e, mu, tau): b and the charged lepton matched (leptonic_top_decays).
-#   Wqq   pp -> W + jet, W -> q q': both quarks matched.
-#   Zqq   pp -> Z + jet (Z only, no gamma*), Z -> q qbar (u d s c b): both quarks matched.
+#   Wqq   pp -> W + jet, W -> q q', 60 < m_W < 100 GeV: both quarks matched.
+#   Zqq   pp -> Z + jet (Z only, no gamma*), Z -> q qbar (u d s c b), 71 < m_Z < 111 GeV: both quarks matched.
 #   Hbb   pp -> H + jet (gg, qg, q qbar, top loop resolved), H -> b bbar: both b quarks matched.
 #   Hcc   the same, H -> c cbar: both c quarks matched.
 #   Hgg   the same, H -> g g: both gluons matched.
@@ -314,13 +314,13 @@ PROCESSES: dict[str, ProcessSpec] = {
         ),
         ProcessSpec(
             "Wqq",
-            (*W_JET, *W_TO_QUARKS),
+            (*W_JET, *W_TO_QUARKS, "24:mMin = 60", "24:mMax = 100"),
             decays=_two_body_decays(24, _is_quark),
             description="pp -> W + jet, W -> q q' forced; jets matched to both quarks",
         ),
         ProcessSpec(
             "Zqq",
-            (*Z_JET, "23:onMode = off", "23:onIfAny = 1 2 3 4 5"),
+            (*Z_JET, "23:onMode = off", "23:onIfAny = 1 2 3 4 5", "23:mMin = 71", "23:mMax = 111"),
             decays=_two_body_decays(23, _is_quark),
             description="pp -> Z + jet, Z -> q qbar forced; jets matched to both quarks",
         ),

@@ -161,12 +161,18 @@ class FineTuner(JetClassifier):
             for name, param in model.named_parameters():
                 param.requires_grad_(name.startswith(HEAD_PREFIX))
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.freeze_backbone:  # a linear probe: no dropout, no batch-norm statistics updates
+    def _probe_mode(self) -> None:
+        if self.freeze_backbone and self.training:  # a linear probe: no dropout, no batch-norm statistics updates
             self.model.eval()
             self.model.head.train()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._probe_mode()
         return self
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._probe_mode()  # Lightning may switch submodules back to train mode (e.g. after validation)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.freeze_backbone:
