@@ -28,7 +28,9 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import awkward as ak
@@ -54,11 +56,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default="study", help="study directory")
     parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 3, 1], help="seeds per budget")
-    parser.add_argument("--epochs", type=int, nargs="+", default=[12, 4, 2], help="epochs per budget")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[10, 3, 2], help="epochs per budget")
     parser.add_argument("--pretrain-epochs", type=int, default=4)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--max-particles", type=int, default=32, help="features.max_particles")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (each then uses one thread)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the table and plot")
     args = parser.parse_args(argv)
     if not len(args.budgets) == len(args.seeds) == len(args.epochs):
@@ -74,34 +77,62 @@ def common(args) -> list[str]:
     return [f"features.max_particles={args.max_particles}", f"data.batch_size={args.batch_size}"]
 
 
-def run_train(overrides: list[str], run_dir: Path, log_path: Path) -> float:
+def run_train(overrides: list[str], run_dir: Path, log_path: Path, threads: int | None) -> float:
     start = time.perf_counter()
     command = ["jettag-train", *overrides, f"hydra.run.dir={run_dir}"]
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         log.write(" ".join(command) + "\n")
         log.flush()
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     if result.returncode != 0:
-        sys.exit(f"finetune_study: '{' '.join(command)}' failed; see {log_path}")
+        raise RuntimeError(f"finetune_study: '{' '.join(command)}' failed; see {log_path}")
     return time.perf_counter() - start
+
+
+def parallel(jobs: list, args) -> list:
+    """Run the (callable, ...) jobs, `args.jobs` at a time; their results in order."""
+    if args.jobs == 1:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        return list(pool.map(lambda job: job(), jobs))
+
+
+def threads(args) -> int | None:
+    # several runs at once: one thread each (2 cores, 2 runs) beats two runs fighting for threads
+    return 1 if args.jobs > 1 else None
 
 
 def pretrain(args, out: Path) -> dict[str, Path]:
     """The supervised and self-supervised pretrained backbones (trained once, reused)."""
     data = [f"data.train_files={files(args.pretrain)}", f"data.val_files={files(args.pretrain_val)}"]
-    backbones = {}
+    backbones, jobs = {}, []
     for method, experiment in (("supervised", "pretrain_supervised"), ("ssl", "pretrain_mpm")):
         if method not in args.methods:
             continue
         run_dir = out / "pretrain" / method
         checkpoint = run_dir / "checkpoints" / "best.ckpt"
-        if not checkpoint.is_file():
-            print(f"pretraining {method} ({experiment})", flush=True)
-            seconds = run_train([f"experiment={experiment}", *data, *common(args),
-                                 f"trainer.max_epochs={args.pretrain_epochs}"],
-                                run_dir, out / f"pretrain_{method}.log")  # fmt: skip
-            (run_dir / "seconds.txt").write_text(f"{seconds:.0f}\n")
         backbones[method] = checkpoint
+        if checkpoint.is_file():
+            continue
+        overrides = [
+            f"experiment={experiment}",
+            *data,
+            *common(args),
+            f"trainer.max_epochs={args.pretrain_epochs}",
+        ]
+
+        def job(overrides=overrides, run_dir=run_dir, method=method, experiment=experiment):
+            print(f"pretraining {method} ({experiment})", flush=True)
+            seconds = run_train(overrides, run_dir, out / f"pretrain_{method}.log", threads(args))
+            (run_dir / "seconds.txt").write_text(f"{seconds:.0f}\n")
+            print(f"pretraining {method} done in {seconds:.0f} s", flush=True)
+
+        jobs.append(job)
+    parallel(jobs, args)
     return backbones
 
 
@@ -115,12 +146,14 @@ def subset(pool: Path, n: int, seed: int, out: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = uproot.open(pool)["tree"].arrays(library="ak")
     if n > len(arrays):
-        sys.exit(f"finetune_study: the labelled pool {pool} has {len(arrays)} jets, fewer than the budget {n}.")
+        sys.exit(
+            f"finetune_study: the labelled pool {pool} has {len(arrays)} jets, fewer than the budget {n}."
+        )
     order = np.random.default_rng(seed).permutation(len(arrays))[:n]
     chosen = arrays[order]
     columns = {name: chosen[name] for name in chosen.fields}
     columns = {k: (v if v.ndim > 1 else ak.to_numpy(v)) for k, v in columns.items()}
-    write_jetclass_root(path, columns, compression="zlib")
+    write_jetclass_root(path, columns, compression="zlib", aux="aux_genpart_pt" in columns)
     return path
 
 
@@ -128,7 +161,13 @@ def run_all(args, out: Path) -> None:
     backbones = pretrain(args, out)
     results = out / "results.csv"
     done = {(r["method"], int(r["budget"]), int(r["seed"])) for r in read_results(results)}
-    data = [f"data.val_files={files(args.val)}", f"data.test_files={files(args.test)}", f"data.labels={LABELS}"]
+    data = [
+        f"data.val_files={files(args.val)}",
+        f"data.test_files={files(args.test)}",
+        f"data.labels={LABELS}",
+    ]
+    lock = threading.Lock()
+    jobs = []
     # cheapest first: the small budgets of every method before the large ones
     for budget, n_seeds, epochs in zip(args.budgets, args.seeds, args.epochs, strict=True):
         for seed in range(n_seeds):
@@ -139,18 +178,28 @@ def run_all(args, out: Path) -> None:
                 if method == "scratch":
                     task = ["experiment=sample_part_small"]
                 else:
-                    task = ["experiment=finetune_part", f"task.backbone={backbones[method]}"]
-                run_dir = out / "runs" / f"{method}_{budget}_seed{seed}"
-                print(f"{method}: {budget} labelled jets, seed {seed}, {epochs} epochs", flush=True)
-                seconds = run_train([*task, f"data.train_files=[{train.resolve()}]", *data, *common(args),
-                                     f"trainer.max_epochs={epochs}", f"seed={seed}"],
-                                    run_dir, run_dir.parent / f"{run_dir.name}.log")  # fmt: skip
-                metrics = json.loads((run_dir / "metrics.json").read_text())
-                row = {"method": method, "budget": budget, "seed": seed, "epochs": epochs,
-                       "auc": metrics["auc"], "rej50": rej50(metrics), "seconds": round(seconds)}  # fmt: skip
-                append_result(results, row)
-                print(f"  AUC {row['auc']:.4f}, Rej50 {row['rej50']:.1f} ({seconds:.0f} s)", flush=True)
-                report(out)
+                    task = ["experiment=finetune_part", f"task.backbone={backbones[method].resolve()}"]
+                run_dir = (out / "runs" / f"{method}_{budget}_seed{seed}").resolve()
+                overrides = [*task, f"data.train_files=[{train.resolve()}]", *data, *common(args),
+                             f"trainer.max_epochs={epochs}", f"seed={seed}"]  # fmt: skip
+
+                def job(overrides=overrides, run_dir=run_dir, method=method, budget=budget, seed=seed,
+                        epochs=epochs):  # fmt: skip
+                    print(f"{method}: {budget} labelled jets, seed {seed}, {epochs} epochs", flush=True)
+                    seconds = run_train(
+                        overrides, run_dir, run_dir.parent / f"{run_dir.name}.log", threads(args)
+                    )
+                    metrics = json.loads((run_dir / "metrics.json").read_text())
+                    row = {"method": method, "budget": budget, "seed": seed, "epochs": epochs,
+                           "auc": metrics["auc"], "rej50": rej50(metrics), "seconds": round(seconds)}  # fmt: skip
+                    with lock:
+                        append_result(results, row)
+                        report(out)
+                    print(f"{method} {budget} seed {seed}: AUC {row['auc']:.4f}, Rej50 {row['rej50']:.1f} "
+                          f"({seconds:.0f} s)", flush=True)  # fmt: skip
+
+                jobs.append(job)
+    parallel(jobs, args)
 
 
 def rej50(metrics: dict) -> float:
@@ -210,7 +259,9 @@ def report(out: Path) -> list[dict]:
     scratch = {r["budget"]: r for r in table if r["method"] == "scratch"}
     for r in table:
         base = scratch.get(r["budget"])
-        gain = "" if base is None or r["method"] == "scratch" else f"x{r['rej50_mean'] / base['rej50_mean']:.2f}"
+        gain = (
+            "" if base is None or r["method"] == "scratch" else f"x{r['rej50_mean'] / base['rej50_mean']:.2f}"
+        )
         lines.append(
             f"| {r['budget']:,} | {METHODS[r['method']]} | {r['seeds']} | {r['epochs']} | "
             f"{r['auc_mean']:.4f} +- {r['auc_std']:.4f} | {r['rej50_mean']:.1f} +- {r['rej50_std']:.1f} | {gain} |"

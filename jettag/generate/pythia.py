@@ -277,7 +277,12 @@ class ProcessSpec:
 TTBAR = ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on")
 W_JET = ("WeakBosonAndParton:qqbar2Wg = on", "WeakBosonAndParton:qg2Wq = on")
 Z_JET = ("WeakBosonAndParton:qqbar2gmZg = on", "WeakBosonAndParton:qg2gmZq = on", "WeakZ0:gmZmode = 2")
-H_JET = ("HiggsSM:gg2Hg(l:t) = on", "HiggsSM:qg2Hq(l:t) = on", "HiggsSM:qqbar2Hg(l:t) = on", "25:onMode = off")
+H_JET = (
+    "HiggsSM:gg2Hg(l:t) = on",
+    "HiggsSM:qg2Hq(l:t) = on",
+    "HiggsSM:qqbar2Hg(l:t) = on",
+    "25:onMode = off",
+)
 W_TO_QUARKS = ("24:onMode = off", "24:onIfAny = 1 2 3 4 5")
 W_TO_LEPTONS = ("24:onMode = off", "24:onIfAny = 11 13 15")
 

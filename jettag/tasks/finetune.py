@@ -162,7 +162,8 @@ class FineTuner(JetClassifier):
                 param.requires_grad_(name.startswith(HEAD_PREFIX))
 
     def _probe_mode(self) -> None:
-        if self.freeze_backbone and self.training:  # a linear probe: no dropout, no batch-norm statistics updates
+        # a linear probe: no dropout, no batch-norm statistics updates in the backbone
+        if self.freeze_backbone and self.training:
             self.model.eval()
             self.model.head.train()
 

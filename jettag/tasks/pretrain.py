@@ -40,10 +40,12 @@ def feature_name(entry) -> str:
         return entry
     if isinstance(entry, Mapping):
         return str(entry.get("name"))
-    return str(list(entry)[0])
+    return str(next(iter(entry)))
 
 
-def mask_particles(mask: torch.Tensor, fraction: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def mask_particles(
+    mask: torch.Tensor, fraction: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Boolean (B, N): each real particle masked with probability `fraction`, at least one per jet."""
     draw = torch.rand(mask.shape, generator=generator, device="cpu").to(mask.device)
     masked = (draw < fraction) & mask

@@ -35,7 +35,9 @@ def test_pretrain_mpm_then_finetune_part(toy_root_files, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     check_run(run, ["label_QCD", "label_Tbqq"])
     # a linear probe: after its training steps the backbone is still the pretrained one, bit for bit
-    tuned = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    tuned = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)[
+        "state_dict"
+    ]
     backbone = [k for k in state if k.startswith("model.") and not k.startswith("model.head.")]
     assert backbone and [k for k in backbone if not torch.equal(tuned[k], state[k])] == []
     assert tuned["model.head.weight"].shape == (2, 64)

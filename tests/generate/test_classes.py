@@ -52,7 +52,9 @@ def test_class_passes_its_truth_matching(written, name):
     assert np.all(np.abs(ak.to_numpy(jets["aux_genpart_pid"][:, 0])) == parent)
     for row, allowed in zip(required, pids, strict=True):
         assert set(np.abs(ak.to_numpy(jets["aux_genpart_pid"][:, row])).astype(int)) <= allowed
-    axis = vector.zip({"pt": jets["jet_pt"], "eta": jets["jet_eta"], "phi": jets["jet_phi"], "mass": jets["jet_mass"]})
+    axis = vector.zip(
+        {"pt": jets["jet_pt"], "eta": jets["jet_eta"], "phi": jets["jet_phi"], "mass": jets["jet_mass"]}
+    )
     products = vector.zip({"pt": jets["aux_genpart_pt"], "eta": jets["aux_genpart_eta"],
                            "phi": jets["aux_genpart_phi"], "mass": jets["aux_genpart_mass"]})[:, required]  # fmt: skip
     assert ak.all(products.deltaR(axis[:, np.newaxis]) < 0.8)

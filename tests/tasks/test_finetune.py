@@ -72,7 +72,7 @@ def test_mismatched_backbone_is_one_sentence(tmp_path):
         FineTuner(wider, adamw(), backbone=str(tmp_path / "pre.ckpt"), class_names=["a", "b"])
     with pytest.raises(ConfigError, match="does not exist"):
         FineTuner(new_model(), adamw(), backbone=str(tmp_path / "nope.ckpt"), class_names=["a", "b"])
-    with pytest.raises(ConfigError, match="task.backbone is not set"):
+    with pytest.raises(ConfigError, match=r"task\.backbone is not set"):
         FineTuner(new_model(), adamw(), backbone=None, class_names=["a", "b"])
 
 

@@ -93,5 +93,5 @@ def test_bad_settings_are_one_sentence():
         pretrainer(visible_features=["part_eta"])
     with pytest.raises(ConfigError, match="mask_fraction"):
         pretrainer(mask_fraction=1.0)
-    with pytest.raises(ConfigError, match="task.loss='l2'"):
+    with pytest.raises(ConfigError, match=r"task\.loss='l2'"):
         pretrainer(loss="l2")
