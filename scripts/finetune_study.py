@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default="study", help="study directory")
     parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 3, 1], help="seeds per budget")
-    parser.add_argument("--epochs", type=int, nargs="+", default=[8, 3, 2], help="epochs per budget")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[6, 2, 2], help="epochs per budget")
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--max-particles", type=int, default=32, help="features.max_particles")

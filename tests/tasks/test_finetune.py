@@ -125,3 +125,37 @@ def test_frozen_backbone_does_not_change_in_a_step(tmp_path):
             assert not torch.equal(after[key], value), key
         else:
             assert torch.equal(after[key], value), key
+
+
+def test_backbone_from_a_weaver_core_file(tmp_path):
+    """A weaver-core ParT state dict (as weaver saves it, `mod.` prefix, 10-class head) as the backbone."""
+    weaver_model = pytest.importorskip("weaver.nn.model.ParticleTransformer")
+    torch.manual_seed(3)
+    weaver = weaver_model.ParticleTransformer(
+        input_dim=7, num_classes=10, pair_input_dim=4, use_pre_activation_pair=False,
+        embed_dims=[32, 64, 32], pair_embed_dims=[16, 16], num_heads=4, num_layers=2, num_cls_layers=1,
+        cls_block_params={"dropout": 0, "attn_dropout": 0, "activation_dropout": 0}, fc_params=[],
+    )  # fmt: skip
+    with torch.no_grad():
+        for p in weaver.parameters():
+            p.add_(0.1 * torch.randn(p.shape))  # no tensor left at its (shared) initial value
+    source = {f"mod.{k}": v.clone() for k, v in weaver.state_dict().items()}
+    torch.save(source, tmp_path / "ParT_small.pt")
+    task = FineTuner(new_model(), adamw(), backbone=str(tmp_path / "ParT_small.pt"), class_names=["a", "b"])
+    mine = task.model.state_dict()
+    # spot checks by weaver's own names
+    pairs = {
+        "embed.input_bn.running_var": "mod.embed.input_bn.running_var",
+        "embed.mlp.1.weight": "mod.embed.embed.1.weight",
+        "blocks.1.head_scale": "mod.blocks.1.c_attn",
+        "blocks.0.attn.in_proj.weight": "mod.blocks.0.attn.in_proj.weight",
+        "cls_blocks.0.fc2.bias": "mod.cls_blocks.0.fc2.bias",
+        "cls_token": "mod.cls_token",
+        "norm.weight": "mod.norm.weight",
+    }
+    for mine_key, weaver_key in pairs.items():
+        assert torch.equal(mine[mine_key], source[weaver_key]), mine_key
+    torch.testing.assert_close(
+        mine["pair_embed.mlp.1.weight"], source["mod.pair_embed.embed.1.weight"][..., 0]
+    )
+    assert task.model.head.weight.shape == (2, 32)
