@@ -184,7 +184,7 @@ class FineTuner(JetClassifier):
 
     def parameter_groups(self) -> list[dict]:
         """Optimizer groups: (lr scale, weight decay or not) per backbone depth, and the head's."""
-        base_lr = self.optimizer_factory.keywords.get("lr", 1e-3)
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr", 1e-3)
         depths = layer_depths(self.model)
         top = max(depths.values(), default=0)
         groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
