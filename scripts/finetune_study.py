@@ -9,7 +9,9 @@ Three ways to train the small ParT (part_small, kinpid inputs) on top vs QCD:
 - `supervised`: task=finetune from a ParT pretrained with labels on the multi-class set
   (experiment=pretrain_supervised), the published fine-tuning recipe (lr 1e-4, head x50, no scheduler);
 - `ssl`: the same fine-tuning from a ParT pretrained without labels by masked particle modelling
-  (experiment=pretrain_mpm) on the same multi-class set.
+  (experiment=pretrain_mpm) on the same multi-class set;
+- `ssl_cls`: as `ssl`, with the class token and class-attention blocks, which masked particle modelling
+  does not train, at the head's learning rate (task.head_lr_modules).
 
 Each is trained on the first B jets of a seed-dependent permutation of the labelled pool, for B in
 `--budgets` with `--seeds` seeds each (the seed also sets the initialisation and the batches), and
@@ -41,7 +43,11 @@ METHODS = {
     "scratch": "from scratch",
     "supervised": "fine-tuned (supervised pretraining)",
     "ssl": "fine-tuned (self-supervised MPM pretraining)",
+    "ssl_cls": "fine-tuned (MPM pretraining, class attention at the head's lr)",
 }
+# the pretrained backbone each fine-tuning method starts from, and its extra settings
+BACKBONE = {"supervised": "supervised", "ssl": "ssl", "ssl_cls": "ssl"}
+EXTRA = {"ssl_cls": ["task.head_lr_modules=[head,cls_blocks,cls_token,norm]"]}
 LABELS = "[label_QCD,label_Tbqq]"
 
 
@@ -110,8 +116,9 @@ def pretrain(args, out: Path) -> dict[str, Path]:
     """The supervised and self-supervised pretrained backbones (trained once, reused)."""
     data = [f"data.train_files={files(args.pretrain)}", f"data.val_files={files(args.pretrain_val)}"]
     backbones, jobs = {}, []
+    needed = {BACKBONE[m] for m in args.methods if m in BACKBONE}
     for method, experiment in (("supervised", "pretrain_supervised"), ("ssl", "pretrain_mpm")):
-        if method not in args.methods:
+        if method not in needed:
             continue
         run_dir = out / "pretrain" / method
         checkpoint = run_dir / "checkpoints" / "best.ckpt"
@@ -178,7 +185,8 @@ def run_all(args, out: Path) -> None:
                 if method == "scratch":
                     task = ["experiment=sample_part_small"]
                 else:
-                    task = ["experiment=finetune_part", f"task.backbone={backbones[method].resolve()}"]
+                    backbone = backbones[BACKBONE[method]].resolve()
+                    task = ["experiment=finetune_part", f"task.backbone={backbone}", *EXTRA.get(method, [])]
                 run_dir = (out / "runs" / f"{method}_{budget}_seed{seed}").resolve()
                 overrides = [*task, f"data.train_files=[{train.resolve()}]", *data, *common(args),
                              f"trainer.max_epochs={epochs}", f"seed={seed}"]  # fmt: skip

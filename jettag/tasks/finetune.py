@@ -14,6 +14,9 @@ head lr x50, no scheduler. `freeze_backbone` trains the head only (a linear prob
 stays in eval mode, so dropout is off and batch-norm statistics do not move); `layer_decay` < 1
 scales the learning rate of each backbone layer by `layer_decay ** (depth of the layers above it)`
 (layer-wise learning-rate decay: embeddings lowest, class-attention blocks highest).
+`head_lr_modules` lists the top-level modules trained at the head's learning rate: by default the head
+alone; a backbone from masked particle modelling (`task=pretrain`) never trained its class token and
+class-attention blocks, so `[head, cls_blocks, cls_token, norm]` lets those learn as fast as the head.
 """
 
 from __future__ import annotations
@@ -140,6 +143,7 @@ class FineTuner(JetClassifier):
         head_lr_factor: float = 50.0,
         freeze_backbone: bool = False,
         layer_decay: float = 1.0,
+        head_lr_modules: Sequence[str] = ("head",),
     ):
         super().__init__(model, optimizer, scheduler, class_names, background, label_smoothing)
         if not 0 < layer_decay <= 1:
@@ -149,6 +153,13 @@ class FineTuner(JetClassifier):
         self.head_lr_factor = float(head_lr_factor)
         self.freeze_backbone = bool(freeze_backbone)
         self.layer_decay = float(layer_decay)
+        self.head_lr_modules = tuple(str(m) for m in head_lr_modules)
+        known = {name.split(".")[0] for name, _ in model.named_parameters()}
+        unknown = [m for m in self.head_lr_modules if m not in known]
+        if unknown:
+            raise ConfigError(
+                f"task.head_lr_modules: the model has no module '{unknown[0]}'; choose from {', '.join(sorted(known))}."
+            )
         if not backbone:
             raise ConfigError(
                 "task.backbone is not set; give the pretrained model, e.g. task.backbone=runs/pre/checkpoints/"
@@ -191,7 +202,7 @@ class FineTuner(JetClassifier):
         for name, param in self.model.named_parameters():
             if not param.requires_grad:
                 continue
-            if name.startswith(HEAD_PREFIX):
+            if name.split(".")[0] in self.head_lr_modules:
                 scale = self.head_lr_factor
             else:
                 scale = self.layer_decay ** (top - depths[name])

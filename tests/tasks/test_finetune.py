@@ -102,6 +102,18 @@ def test_learning_rates_head_factor_and_layer_decay(tmp_path):
     assert wd_of[id(named["norm.weight"])] == 0.0
     # the published recipe: no scheduler
     assert not isinstance(optimizer, dict)
+    # class attention at the head's lr (for a backbone whose class attention was not pretrained)
+    task = FineTuner(new_model(), adamw(1e-4), backbone=str(tmp_path / "pre.ckpt"), class_names=["a", "b"],
+                     head_lr_modules=["head", "cls_blocks", "cls_token"])  # fmt: skip
+    lr_of = {
+        id(p): group["lr"] for group in task.configure_optimizers().param_groups for p in group["params"]
+    }
+    named = dict(task.model.named_parameters())
+    assert lr_of[id(named["cls_blocks.0.fc1.weight"])] == pytest.approx(5e-3)
+    assert lr_of[id(named["cls_token"])] == pytest.approx(5e-3)
+    assert lr_of[id(named["norm.weight"])] == pytest.approx(1e-4)
+    with pytest.raises(ConfigError, match="has no module 'cls_block'"):
+        FineTuner(new_model(), adamw(), backbone=str(tmp_path / "pre.ckpt"), head_lr_modules=["cls_block"])
 
 
 def test_frozen_backbone_does_not_change_in_a_step(tmp_path):
