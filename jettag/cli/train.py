@@ -58,7 +58,7 @@ def train(cfg: DictConfig) -> float | None:
     train_seconds = time.perf_counter() - start
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_score if checkpoint is not None else None
-    if not cfg.test:
+    if not cfg.test or not hasattr(task, "predictions"):  # a pretraining task has no classifier to test
         return float(best) if best is not None else None
 
     trainer.test(

@@ -3,6 +3,7 @@
     jettag-generate -n 5000 -o jets.root                       # 5000 top and 5000 QCD jets
     jettag-generate -n 5000 -o jets.root --split 0.7 0.1 0.2   # jets_train/val/test.root
     jettag-generate -n 200 -o qcd.root --classes QCD --pt-min 300 --pt-max 400 --seed 7
+    jettag-generate -n 1000 -o multi.root --classes all         # the 9 classes Pythia makes directly
 
 The jets depend only on the classes, the number of jets, the seed and the window, not on the
 number of worker processes.
@@ -21,10 +22,11 @@ from jettag.errors import ConfigError, report_user_errors
 from jettag.generate.pythia import (
     COMPRESSIONS,
     DEFAULT_BLOCK_SIZE,
-    PROCESSES,
+    GENERATED_CLASSES,
     GeneratedJets,
     check_output_path,
     generate_jets,
+    resolve_classes,
     write_jetclass_root,
 )
 
@@ -62,14 +64,16 @@ def take(jets: GeneratedJets, start: int, stop: int) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="jettag-generate",
-        description="Generate top (t -> bqq') and QCD jets with Pythia8 + FastJet (anti-kT R=0.8, 14 TeV) "
-        "and write them as JetClass-schema ROOT files.",
+        description="Generate JetClass classes (QCD, t -> bqq', t -> blnu, W/Z -> qq, H -> bb/cc/gg/4q) with "
+        "Pythia8 + FastJet (anti-kT R=0.8, 14 TeV) and write them as JetClass-schema ROOT files; each class "
+        "keeps only jets that pass its truth matching (jettag/generate/pythia.py, PROCESSES).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("-n", "--jets-per-class", type=int, default=1000, help="jets of each class")
     parser.add_argument("-o", "--output", default="jets.root", help="output ROOT file")
-    parser.add_argument("--classes", nargs="+", default=["Tbqq", "QCD"], choices=sorted(PROCESSES),
-                        help="classes to generate; each gets its one-hot label_<class> branch")  # fmt: skip
+    parser.add_argument("--classes", nargs="+", default=["Tbqq", "QCD"], choices=[*GENERATED_CLASSES, "all"],
+                        help="classes to generate (all: every one listed); each gets its one-hot label_<class> "
+                        "branch")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1, help="random seed (the jets depend only on it)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     parser.add_argument("--pt-min", type=float, default=550.0, help="jet pT lower edge, GeV")
@@ -107,7 +111,7 @@ def generate(argv: list[str] | None = None) -> list[str]:
     for path in paths:
         check_output_path(path)  # before minutes of generation, not after
     if args.split:
-        split_bounds(args.jets_per_class * len(args.classes), args.split)
+        split_bounds(args.jets_per_class * len(resolve_classes(args.classes)), args.split)
     jets = generate_jets(
         args.classes,
         args.jets_per_class,

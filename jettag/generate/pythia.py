@@ -118,6 +118,28 @@ def _genpart(particle) -> tuple[float, float, float, float, float]:
     return (particle.pT(), particle.eta(), particle.phi(), particle.m(), float(particle.id()))
 
 
+def _last_copy(event, particle):
+    return event[particle.iBotCopyId()]
+
+
+def _daughters(event, particle) -> list:
+    """The daughters of the last copy of `particle` (after recoils, before they shower)."""
+    return [event[j] for j in _last_copy(event, particle).daughterList()]
+
+
+def _first_copies(event, pid: int) -> list:
+    """The last copy of every |id| == pid particle in the event, once each."""
+    return [event[i] for i in range(event.size()) if event[i].idAbs() == pid and event[i].iBotCopyId() == i]
+
+
+def _is_quark(particle) -> bool:
+    return 1 <= particle.idAbs() <= 5
+
+
+def _is_charged_lepton(particle) -> bool:
+    return particle.idAbs() in (11, 13, 15)
+
+
 def hadronic_top_decays(event) -> list[Decay]:
     """Every t -> b W(-> q q') in the event, as (top, b, W, q, q') rows; b, q, q' must be matched.
 
@@ -127,23 +149,77 @@ def hadronic_top_decays(event) -> list[Decay]:
     (after recoils from the shower, before the quarks themselves shower). Jets matching no top are
     discarded and counted.
     """
+    return _top_decays(event, leptonic=False)
+
+
+def leptonic_top_decays(event) -> list[Decay]:
+    """Every t -> b W(-> l nu) in the event, as (top, b, W, l, nu) rows; b and l must be matched.
+
+    Matching rule (Tbl): the b quark and the charged lepton (e, mu or tau, the tau before it decays)
+    lie within dR < R of the jet axis; the neutrino is invisible and not required.
+    """
+    return _top_decays(event, leptonic=True)
+
+
+def _top_decays(event, leptonic: bool) -> list[Decay]:
     decays = []
-    for i in range(event.size()):
-        top = event[i]
-        if top.idAbs() != 6 or top.iBotCopyId() != i:  # only the last top copy decays
-            continue
-        daughters = [event[j] for j in top.daughterList()]
-        b = next((d for d in daughters if 1 <= d.idAbs() <= 5), None)
+    for top in _first_copies(event, 6):
+        daughters = _daughters(event, top)
+        b = next((d for d in daughters if _is_quark(d)), None)
         w = next((d for d in daughters if d.idAbs() == 24), None)
         if b is None or w is None:
             continue
-        w = event[w.iBotCopyId()]
-        quarks = [event[j] for j in w.daughterList() if 1 <= event[j].idAbs() <= 5]
-        if len(quarks) != 2:  # leptonic W decay: not a t -> bqq' candidate
-            continue
-        rows = np.array([_genpart(p) for p in (top, b, w, *quarks)])
-        decays.append(Decay(rows, required=(1, 3, 4)))
+        w = _last_copy(event, w)
+        products = _daughters(event, w)
+        if leptonic:
+            lepton = next((p for p in products if _is_charged_lepton(p)), None)
+            neutrino = next((p for p in products if p.idAbs() in (12, 14, 16)), None)
+            if lepton is None or neutrino is None:
+                continue
+            rows = np.array([_genpart(p) for p in (top, b, w, lepton, neutrino)])
+            decays.append(Decay(rows, required=(1, 3)))
+        else:
+            quarks = [p for p in products if _is_quark(p)]
+            if len(quarks) != 2:  # leptonic W decay: not a t -> bqq' candidate
+                continue
+            rows = np.array([_genpart(p) for p in (top, b, w, *quarks)])
+            decays.append(Decay(rows, required=(1, 3, 4)))
     return decays
+
+
+def _two_body_decays(pid: int, accept: Callable[[Any], bool]) -> Callable[[Any], list[Decay]]:
+    """Decays X -> a b of the last copies of |id| == pid with both daughters accepted, as (X, a, b) rows."""
+
+    def decays(event) -> list[Decay]:
+        found = []
+        for boson in _first_copies(event, pid):
+            daughters = _daughters(event, boson)
+            if len(daughters) != 2 or not all(accept(d) for d in daughters):
+                continue
+            rows = np.array([_genpart(p) for p in (boson, *daughters)])
+            found.append(Decay(rows, required=(1, 2)))
+        return found
+
+    return decays
+
+
+def higgs_to_four_quarks(event) -> list[Decay]:
+    """Every H -> W W* -> q q' q q' as (H, W, W, q, q', q, q') rows; all four quarks must be matched.
+
+    Matching rule (H4q): the four quarks from the two W decays (taken at the last W copies) all lie
+    within dR < R of the jet axis.
+    """
+    found = []
+    for higgs in _first_copies(event, 25):
+        ws = [_last_copy(event, d) for d in _daughters(event, higgs) if d.idAbs() == 24]
+        if len(ws) != 2:
+            continue
+        quarks = [q for w in ws for q in _daughters(event, w)]
+        if len(quarks) != 4 or not all(_is_quark(q) for q in quarks):
+            continue
+        rows = np.array([_genpart(p) for p in (higgs, *ws, *quarks)])
+        found.append(Decay(rows, required=(3, 4, 5, 6)))
+    return found
 
 
 def _delta_phi(a, b):
@@ -196,24 +272,99 @@ class ProcessSpec:
         ]
 
 
+# Hard processes. Boosted bosons come from V+jet and H+jet production: the boson recoils against a
+# parton with pT ~ pTHat, so a pTHat window around the jet window gives boosted bosons in it.
+TTBAR = ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on")
+W_JET = ("WeakBosonAndParton:qqbar2Wg = on", "WeakBosonAndParton:qg2Wq = on")
+Z_JET = ("WeakBosonAndParton:qqbar2gmZg = on", "WeakBosonAndParton:qg2gmZq = on", "WeakZ0:gmZmode = 2")
+H_JET = (
+    "HiggsSM:gg2Hg(l:t) = on",
+    "HiggsSM:qg2Hq(l:t) = on",
+    "HiggsSM:qqbar2Hg(l:t) = on",
+    "25:onMode = off",
+)
+W_TO_QUARKS = ("24:onMode = off", "24:onIfAny = 1 2 3 4 5")
+W_TO_LEPTONS = ("24:onMode = off", "24:onIfAny = 11 13 15")
+
+# One entry per class: process, forced decays, truth-matching rule (the `decays` function's docstring
+# or the rule below). A jet of a class with a rule is kept only when the rule's decay products all lie
+# within dR(eta, phi) < R = 0.8 of the jet axis; jets in the window that match nothing are counted
+# as `unmatched` and dropped. The partons are taken right after the decay (daughters of the last copy
+# of the decaying particle), before they shower.
+#   QCD   pp -> jj (HardQCD:all): no matching, every leading jet in the window.
+#   Tbqq  pp -> t tbar, W -> q q': b and both W quarks matched (hadronic_top_decays).
+#   Tbl   pp -> t tbar, W -> l nu (l = e, mu, tau): b and the charged lepton matched (leptonic_top_decays).
+#   Wqq   pp -> W + jet, W -> q q', 60 < m_W < 100 GeV: both quarks matched.
+#   Zqq   pp -> Z + jet (Z only, no gamma*), Z -> q qbar (u d s c b), 71 < m_Z < 111 GeV: both quarks matched.
+#   Hbb   pp -> H + jet (gg, qg, q qbar, top loop resolved), H -> b bbar: both b quarks matched.
+#   Hcc   the same, H -> c cbar: both c quarks matched.
+#   Hgg   the same, H -> g g: both gluons matched.
+#   H4q   the same, H -> W W*, both W -> q q': the four quarks matched (higgs_to_four_quarks).
+# H -> l nu q q' (Hqql) is not generated: its matching needs the lepton and two quarks of a mixed decay.
 PROCESSES: dict[str, ProcessSpec] = {
     spec.name: spec
     for spec in (
         ProcessSpec(
             "Tbqq",
-            ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on", "24:onMode = off", "24:onIfAny = 1 2 3 4 5"),
+            (*TTBAR, *W_TO_QUARKS),
             decays=hadronic_top_decays,
             description="pp -> t tbar, W -> q q' forced; jets matched to t -> b q q'",
         ),
         ProcessSpec("QCD", ("HardQCD:all = on",), description="pp -> jj (HardQCD:all), no matching"),
+        ProcessSpec(
+            "Tbl",
+            (*TTBAR, *W_TO_LEPTONS),
+            decays=leptonic_top_decays,
+            description="pp -> t tbar, W -> l nu forced; jets matched to the b and the charged lepton",
+        ),
+        ProcessSpec(
+            "Wqq",
+            (*W_JET, *W_TO_QUARKS, "24:mMin = 60", "24:mMax = 100"),
+            decays=_two_body_decays(24, _is_quark),
+            description="pp -> W + jet, W -> q q' forced; jets matched to both quarks",
+        ),
+        ProcessSpec(
+            "Zqq",
+            (*Z_JET, "23:onMode = off", "23:onIfAny = 1 2 3 4 5", "23:mMin = 71", "23:mMax = 111"),
+            decays=_two_body_decays(23, _is_quark),
+            description="pp -> Z + jet, Z -> q qbar forced; jets matched to both quarks",
+        ),
+        ProcessSpec(
+            "Hbb",
+            (*H_JET, "25:onIfMatch = 5 -5"),
+            decays=_two_body_decays(25, lambda p: p.idAbs() == 5),
+            description="pp -> H + jet, H -> b bbar forced; jets matched to both b quarks",
+        ),
+        ProcessSpec(
+            "Hcc",
+            (*H_JET, "25:onIfMatch = 4 -4"),
+            decays=_two_body_decays(25, lambda p: p.idAbs() == 4),
+            description="pp -> H + jet, H -> c cbar forced; jets matched to both c quarks",
+        ),
+        ProcessSpec(
+            "Hgg",
+            (*H_JET, "25:onIfMatch = 21 21"),
+            decays=_two_body_decays(25, lambda p: p.idAbs() == 21),
+            description="pp -> H + jet, H -> g g forced; jets matched to both gluons",
+        ),
+        ProcessSpec(
+            "H4q",
+            (*H_JET, "25:onIfMatch = 24 -24", *W_TO_QUARKS),
+            decays=higgs_to_four_quarks,
+            description="pp -> H + jet, H -> W W* -> 4 quarks forced; jets matched to the four quarks",
+        ),
     )
 }
+# The classes in JetClass order (label_* branches), for --classes all.
+GENERATED_CLASSES = tuple(name for name in JETCLASS_CLASSES if name in PROCESSES)
 
 
 def resolve_classes(classes: Sequence[str] | str) -> list[ProcessSpec]:
     if isinstance(classes, str):
         classes = [classes]
     classes = list(classes)
+    if classes == ["all"]:
+        classes = list(GENERATED_CLASSES)
     if not classes:
         raise ConfigError(f"no class given; choose one or more of {', '.join(PROCESSES)}.")
     specs = []

@@ -882,6 +882,31 @@ class ParticleTransformer(nn.Module):
             cls = cls[torch.argsort(order)]
         return self.norm(cls)
 
+    def forward_tokens(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-particle embeddings after the particle-attention blocks: (B, N, C), (B, N, 4), (B, N) -> (B, N, D),
+        zeros at padded positions. What particle-level pretraining objectives read (no class token)."""
+        mask = mask.bool()
+        xs, vs, ms, order = _sorted_and_trimmed(x, v, mask)
+        counts = ms.sum(1).tolist()
+        buckets = plan_buckets(counts, True)
+        packing = Packing(counts, buckets, ms.device)
+        h = self.embed(xs, ms)  # (T, D): real particles, jet after jet in the sorted order
+        if self.pair_embed is not None:
+            masks = self.pair_embed(vs, ms, buckets)
+        else:
+            masks = [_padding(ms[k.start : k.stop, : k.length], h.dtype)[:, None, None, :] for k in buckets]
+        masks = [self._autocast(m) for m in masks]
+        for block in self.blocks:
+            h = block(h, masks, packing)
+        # back to the caller's layout: the tokens' row-major order is that of the real particles of
+        # the sorted jets, and sorting kept the particle order within each jet
+        if order is not None:
+            jets = torch.repeat_interleave(order, torch.as_tensor(counts, device=h.device))
+            h = h[torch.argsort(jets, stable=True)]
+        out = h.new_zeros(*mask.shape, h.shape[-1])  # (B, N, D)
+        out[mask] = h
+        return out
+
     def _forward_static(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Inference on the padded batch as given: no data-dependent shapes (for export)."""
         h = self.embed(x, mask, packed=False)  # (B, N, D)
