@@ -26,6 +26,28 @@ log = logging.getLogger(__name__)
 NO_WEIGHT_DECAY = ("cls_token",)
 
 
+def decay_groups(named_parameters) -> list[dict]:
+    """Trainable parameters in two optimizer groups: weight decay for the weight matrices, none for
+    biases, normalization weights and the class token."""
+    decay, no_decay = [], []
+    for name, param in named_parameters:
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or name.split(".")[-1] in NO_WEIGHT_DECAY else decay).append(param)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def with_scheduler(module: L.LightningModule, optimizer: torch.optim.Optimizer):
+    """`configure_optimizers`' return value: the optimizer, with the task's per-step scheduler if any
+    (`module.scheduler_factory`, a Hydra `_partial_` taking the optimizer and the total steps)."""
+    if module.scheduler_factory is None:
+        return optimizer
+    scheduler = module.scheduler_factory(
+        optimizer, total_steps=int(module.trainer.estimated_stepping_batches)
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
 class JetClassifier(L.LightningModule):
     def __init__(
         self,
@@ -131,18 +153,7 @@ class JetClassifier(L.LightningModule):
             self._log_metrics("test", scores, labels)
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            if not param.requires_grad:
-                continue
-            (no_decay if param.ndim < 2 or name.split(".")[-1] in NO_WEIGHT_DECAY else decay).append(param)
-        optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(
-            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return with_scheduler(self, self.optimizer_factory(decay_groups(self.model.named_parameters())))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["jettag"] = {

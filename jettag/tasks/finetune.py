@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from jettag.errors import ConfigError
-from jettag.tasks.classification import NO_WEIGHT_DECAY, JetClassifier
+from jettag.tasks.classification import NO_WEIGHT_DECAY, JetClassifier, with_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +214,4 @@ class FineTuner(JetClassifier):
         ]
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameter_groups())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(
-            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return with_scheduler(self, self.optimizer_factory(self.parameter_groups()))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jettag.errors import ConfigError
-from jettag.tasks.classification import NO_WEIGHT_DECAY
+from jettag.tasks.classification import decay_groups, with_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -159,18 +159,9 @@ class MaskedParticlePretrainer(L.LightningModule):
         self._eval_step(batch, batch_idx, "test")
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, param in self.named_parameters():
-            if not param.requires_grad or name.startswith("model.head."):
-                continue
-            (no_decay if param.ndim < 2 or name.split(".")[-1] in NO_WEIGHT_DECAY else decay).append(param)
-        optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(
-            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # the classifier head is not trained here (a fine-tuning run replaces it)
+        trained = ((n, p) for n, p in self.named_parameters() if not n.startswith("model.head."))
+        return with_scheduler(self, self.optimizer_factory(decay_groups(trained)))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["jettag"] = {
