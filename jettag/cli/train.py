@@ -13,6 +13,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from jettag.cli import hydra_app
+from jettag.errors import ConfigError
 from jettag.pipeline import (
     as_dict,
     build_datamodule,
@@ -24,6 +25,7 @@ from jettag.pipeline import (
     resolve_ckpt_path,
     write_test_report,
 )
+from jettag.tasks import JetClassifier
 
 log = logging.getLogger("jettag.train")
 
@@ -40,6 +42,12 @@ def train(cfg: DictConfig) -> float | None:
     task = hydra.utils.instantiate(
         cfg.task, model=model, class_names=datamodule.class_names, background=datamodule.background
     )
+    if datamodule.label_spec is None and isinstance(task, JetClassifier):
+        raise ConfigError(
+            "data.labels is null (unlabelled jets), but task "
+            f"{cfg.task._target_} learns classes; list the label branches in data.labels, or pretrain "
+            "without labels with task=pretrain."
+        )
     task.run_config = as_dict(cfg)
     # numbers fitted on the training data (data.standardization / `auto` features) travel with the checkpoint
     task.run_config["features"] = datamodule.features.to_config()

@@ -39,6 +39,7 @@ from jettag.features.sets import FeatureSet
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+UNLABELLED = "unlabelled"  # the one class of jets read with data.labels: null
 
 
 def _as_entry(f) -> FileEntry:
@@ -137,7 +138,7 @@ class JetDataModule(L.LightningDataModule):
         val_files: Sequence[str] | None = None,
         test_files: Sequence[str] | None = None,
         treename: str = "tree",
-        labels: Sequence[str] | str = ("label_QCD", "label_Tbqq"),
+        labels: Sequence[str] | str | None = ("label_QCD", "label_Tbqq"),
         class_names: Sequence[str] | None = None,
         background: str | None = None,
         observers: Sequence[str] = (),
@@ -177,9 +178,15 @@ class JetDataModule(L.LightningDataModule):
         self.features = features
         self.files = {"train": train_files, "val": val_files, "test": test_files}
         self.treename = treename
-        self.label_spec = LabelSpec.from_config(labels, class_names)
-        self.background = self.label_spec.index(background)
-        self.reweighting = Reweighting.from_config(reweight, self.label_spec.class_names)
+        # labels: null reads files without label branches (self-supervised pretraining): every jet is
+        # of the one class "unlabelled" and per-class file groups only name files.
+        self.label_spec = None if labels is None else LabelSpec.from_config(labels, class_names)
+        if self.label_spec is None and background is not None:
+            raise ConfigError(
+                f"data.background={background!r} needs data.labels; it is null (unlabelled jets)."
+            )
+        self.background = self.label_spec.index(background) if self.label_spec else 0
+        self.reweighting = Reweighting.from_config(reweight, self.class_names)
         observers = list(observers)
         for name in self.reweighting.variables if self.reweighting else ():
             if name not in observers:
@@ -217,11 +224,11 @@ class JetDataModule(L.LightningDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.label_spec.class_names)
+        return list(self.label_spec.class_names) if self.label_spec else [UNLABELLED]
 
     @property
     def num_classes(self) -> int:
-        return self.label_spec.num_classes
+        return len(self.class_names)
 
     def _entries(self, split: str) -> list[FileEntry]:
         return resolve_entries(self.files[split], f"data.{split}_files")

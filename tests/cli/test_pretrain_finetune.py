@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import run_cli, toy_jets, write_root
 from hydra import compose, initialize_config_dir
 from test_train_eval import FAST, check_run, files_overrides
 
@@ -19,10 +19,18 @@ TOP = ["data.labels=[label_QCD,label_Tbqq]", "features.max_particles=32"]
 @pytest.mark.slow
 def test_pretrain_mpm_then_finetune_part(toy_root_files, tmp_path):
     pre = tmp_path / "pre"
-    files = {k: v for k, v in toy_root_files.items() if k != "test"}
-    result = run_cli("jettag-train", "experiment=pretrain_mpm", *files_overrides(files), *TOP, *FAST,
-                     "trainer.limit_val_batches=2", f"hydra.run.dir={pre}")  # fmt: skip
+    # self-supervised pretraining reads files that carry no label branches at all
+    files = {}
+    for i, split in enumerate(("train", "val")):
+        jets = {k: v for k, v in toy_jets(120, seed=80 + i).items() if not k.startswith("label")}
+        files[split] = write_root(tmp_path / f"unlabelled_{split}.root", jets)
+    result = run_cli("jettag-train", "experiment=pretrain_mpm", *files_overrides(files), "features.max_particles=32",
+                     *FAST, "trainer.limit_val_batches=2", f"hydra.run.dir={pre}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    # a classifier cannot train on them: one sentence naming data.labels
+    result = run_cli("jettag-train", *files_overrides({**files, "test": files["val"]}), "data.labels=null", *FAST,
+                     f"hydra.run.dir={tmp_path / 'cls'}")  # fmt: skip
+    assert result.returncode == 2 and "data.labels is null" in result.stderr, result.stderr[-2000:]
     checkpoint = pre / "checkpoints" / "best.ckpt"
     assert checkpoint.is_file() and not (pre / "metrics.json").exists()  # nothing to test
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
