@@ -61,7 +61,8 @@ def open_files(
         label = spec.group_index(entry.group, key) if entry.group is not None and spec else None
         try:
             jet_file = JetFile(entry.path, treename, label)
-            opened.append((jet_file, builder.plan(jet_file)))
+            # a file without entries adds nothing, whatever its branches
+            opened.append((jet_file, builder.plan(jet_file) if jet_file.num_entries else None))
         except JetTagError as err:
             if not skip_bad_files or isinstance(err, ConfigError):
                 raise
@@ -102,6 +103,8 @@ def read_jets(
     parts = []
     with tqdm(total=total, unit=" jets", desc=f"reading {key}", disable=not progress, leave=False) as bar:
         for (jet_file, plan), (first, last) in zip(opened, ranges, strict=False):
+            if plan is None:
+                continue
             read = plan.all_branches(builder.rename)
             position = first
             while position < last:
