@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -215,7 +216,8 @@ class JetDataModule(L.LightningDataModule):
         self.streams: dict[str, JetStream] = {}
         self.loaders: dict[str, JetStreamLoader] = {}
         self.skipped: dict[str, dict[str, int]] = {}
-        self.fit_sample: JetArrays | None = None
+        self.fit_sample: JetArrays | None = None  # labels and observers of the fit sample (no particles)
+        self.standardization_fit: dict | None = None
         self.fitted = False
 
     @property
@@ -268,14 +270,20 @@ class JetDataModule(L.LightningDataModule):
             entries, raw, self.treename, self.chunk_size, f"{key} (fit sample)", self.progress,
             self.skip_bad_files, ranges,
         )  # fmt: skip
-        self.fit_sample = sample
         if self.features.needs_fit or refit:
             self.features = fit_standardization(self.features, sample.features, refit)
             self.builder.features = self.features
-            self._standardization = standardization_record(self.features, len(sample), len(sample.features))
+            self.standardization_fit = standardization_record(
+                self.features, len(sample), len(sample.features)
+            )
             log.info("standardization fitted on %d training jets", len(sample))
         if self.reweighting is not None:
             self.reweighting.fit(sample)
+        # keep what the reweighting record and plot need, not the particles (memory stays flat)
+        self.fit_sample = JetArrays(
+            np.zeros((0, sample.features.shape[1]), np.float32), np.zeros((0, 4), np.float32),
+            sample.counts, sample.labels, {}, sample.observers,
+        )  # fmt: skip
         self.fitted = True
 
     def save_fit(self, run_dir: str | Path) -> list[Path]:
@@ -283,8 +291,8 @@ class JetDataModule(L.LightningDataModule):
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         written = []
-        if getattr(self, "_standardization", None):
-            write_json(run_dir / "standardization.json", self._standardization)
+        if self.standardization_fit:
+            write_json(run_dir / "standardization.json", self.standardization_fit)
             written.append(run_dir / "standardization.json")
         if self.reweighting is not None and self.fit_sample is not None:
             write_json(run_dir / "reweighting.json", self.reweighting.record(self.fit_sample))
