@@ -1,6 +1,10 @@
 """Data-loading speed: ROOT files -> ready batches, jettag against weaver-core, on the same files in one run.
 
     python scripts/bench_loader.py [--files 2] [--jets-per-file 100000] [--workers 0 2] [--reps 1]
+                                   [--basket 1000] [--dir DIR]
+
+The README's figures: `--reps 3` (JetClass-like baskets of 1000 jets), and `--basket 100000 --reps 1
+--workers 0` for files of one basket per branch, as `jettag-generate` writes them.
 
 Writes JetClass-schema ROOT files of generated jets (10 classes, one-hot labels, ~50 particles per
 jet), then times one pass over all of them, to training batches of 512 jets with the kinpid inputs

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -62,7 +63,8 @@ def open_files(
         label = spec.group_index(entry.group, key) if entry.group is not None and spec else None
         try:
             jet_file = JetFile(entry.path, treename, label)
-            opened.append((jet_file, builder.plan(jet_file)))
+            # a file without entries adds nothing, whatever its branches
+            opened.append((jet_file, builder.plan(jet_file) if jet_file.num_entries else None))
         except JetTagError as err:
             if not skip_bad_files or isinstance(err, ConfigError):
                 raise
@@ -103,6 +105,8 @@ def read_jets(
     parts = []
     with tqdm(total=total, unit=" jets", desc=f"reading {key}", disable=not progress, leave=False) as bar:
         for (jet_file, plan), (first, last) in zip(opened, ranges, strict=False):
+            if plan is None:
+                continue
             read = plan.all_branches(builder.rename)
             position = first
             while position < last:
@@ -219,7 +223,8 @@ class JetDataModule(L.LightningDataModule):
         self.streams: dict[str, JetStream] = {}
         self.loaders: dict[str, JetStreamLoader] = {}
         self.skipped: dict[str, dict[str, int]] = {}
-        self.fit_sample: JetArrays | None = None
+        self.fit_sample: JetArrays | None = None  # labels and observers of the fit sample (no particles)
+        self.standardization_fit: dict | None = None
         self.fitted = False
 
     @property
@@ -272,14 +277,20 @@ class JetDataModule(L.LightningDataModule):
             entries, raw, self.treename, self.chunk_size, f"{key} (fit sample)", self.progress,
             self.skip_bad_files, ranges,
         )  # fmt: skip
-        self.fit_sample = sample
         if self.features.needs_fit or refit:
             self.features = fit_standardization(self.features, sample.features, refit)
             self.builder.features = self.features
-            self._standardization = standardization_record(self.features, len(sample), len(sample.features))
+            self.standardization_fit = standardization_record(
+                self.features, len(sample), len(sample.features)
+            )
             log.info("standardization fitted on %d training jets", len(sample))
         if self.reweighting is not None:
             self.reweighting.fit(sample)
+        # keep what the reweighting record and plot need, not the particles (memory stays flat)
+        self.fit_sample = JetArrays(
+            np.zeros((0, sample.features.shape[1]), np.float32), np.zeros((0, 4), np.float32),
+            sample.counts, sample.labels, {}, sample.observers,
+        )  # fmt: skip
         self.fitted = True
 
     def save_fit(self, run_dir: str | Path) -> list[Path]:
@@ -287,8 +298,8 @@ class JetDataModule(L.LightningDataModule):
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         written = []
-        if getattr(self, "_standardization", None):
-            write_json(run_dir / "standardization.json", self._standardization)
+        if self.standardization_fit:
+            write_json(run_dir / "standardization.json", self.standardization_fit)
             written.append(run_dir / "standardization.json")
         if self.reweighting is not None and self.fit_sample is not None:
             write_json(run_dir / "reweighting.json", self.reweighting.record(self.fit_sample))

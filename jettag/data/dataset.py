@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from jettag.data.jets import JetArrays
+from jettag.data.jets import JetArrays, as_rows
 
 
 class JetDataset(Dataset):
@@ -44,10 +44,12 @@ class JetDataset(Dataset):
         # particles of the batch's jets, jet after jet, so one boolean assignment places them all.
         mask = np.arange(length) < counts[:, None]
         src = np.repeat(self.offsets[index] - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
-        x = np.zeros((batch, length, self._features.shape[1]), dtype=np.float32)
+        channels = self._features.shape[1]
+        x = np.zeros((batch, length, channels), dtype=np.float32)
         v = np.zeros((batch, length, 4), dtype=np.float32)
-        x[mask] = self._features[src]
-        v[mask] = self._vectors[src]
+        # whole particles (rows) at a time: several times faster than fancy indexing on the floats
+        as_rows(x.reshape(-1, channels)).reshape(batch, length)[mask] = np.take(as_rows(self._features), src)
+        as_rows(v.reshape(-1, 4)).reshape(batch, length)[mask] = np.take(as_rows(self._vectors), src)
         index_t = torch.from_numpy(index)
         return {
             "x": torch.from_numpy(x),

@@ -24,6 +24,28 @@ from jettag.features.variables import VariableComputer, required_branches
 DERIVED_OBSERVERS = frozenset({*JET_AXIS, "jet_mass", "jet_nparticles"})
 
 
+def row_type(channels: int) -> np.dtype:
+    """One particle's `channels` float32 values as a single opaque item."""
+    return np.dtype((np.void, 4 * channels))
+
+
+def as_rows(array: np.ndarray) -> np.ndarray:
+    """A (n, C) float32 array seen as n opaque items of 4 C bytes (a view when contiguous).
+
+    Gathering particles this way copies whole rows instead of single numbers: several times
+    faster than fancy indexing on the float array, with the same result.
+    """
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    return array.view(row_type(array.shape[1])).reshape(len(array))
+
+
+def take_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`array[rows]` of a (n, C) float32 array, gathered row by row."""
+    if array.ndim != 2 or array.shape[1] == 0 or array.dtype != np.float32:
+        return array[rows]
+    return np.take(as_rows(array), rows).view(np.float32).reshape(len(rows), array.shape[1])
+
+
 @dataclass
 class JetArrays:
     features: np.ndarray  # (particles, C) float32, standardized
@@ -56,8 +78,8 @@ class JetArrays:
         within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         rows = np.repeat(starts[index], counts) + within
         return JetArrays(
-            self.features[rows],
-            self.vectors[rows],
+            take_rows(self.features, rows),
+            take_rows(self.vectors, rows),
             counts,
             self.labels[index],
             {k: v[index] for k, v in self.truth.items()},
@@ -195,14 +217,14 @@ class JetBuilder:
                 raise DataError(
                     f"{where}: branch '{name}' has one value per jet; a particle feature needs one per particle."
                 )
-            n = ak.to_numpy(ak.num(values, axis=1))
+            n, flat = _jagged(values)
             if counts is None:
                 counts = n
             elif not np.array_equal(n, counts):
                 raise DataError(
                     f"{where}: branches '{plan.particle[0]}' and '{name}' have different particle counts."
                 )
-            particles[name] = ak.to_numpy(ak.flatten(values)).astype(np.float32, copy=False)
+            particles[name] = flat.astype(np.float32, copy=False)
         jets = {}
         for name in plan.jet:
             values = column(name)
@@ -281,9 +303,11 @@ class JetBuilder:
 
         particles, counts = _sort_and_truncate(particles, counts, self.features.max_particles)
         variables = VariableComputer(particles, jets, counts)
-        with np.errstate(invalid="ignore"):
-            features = np.stack([f.transform(variables(f.name)) for f in self.features.features], axis=1)
-        features = features.astype(np.float32, copy=False)
+        features = _columns(
+            len(particles["part_px"]),
+            (variables(f.name) for f in self.features.features),
+            self.features.features,
+        )
         bad = ~np.isfinite(features)
         if bad.any():
             row, col = np.argwhere(bad)[0]
@@ -292,8 +316,41 @@ class JetBuilder:
                 f"{where}: feature '{self.features.features[col].name}' is not finite for a particle of the jet "
                 f"at entry {entry} (from an input such as a zero or negative energy); check that jet's values."
             )
-        vectors = np.stack([particles[n] for n in FOUR_MOMENTUM], axis=1).astype(np.float32, copy=False)
+        vectors = _columns(len(particles["part_px"]), (particles[n] for n in FOUR_MOMENTUM))
         return JetArrays(features, vectors, counts.astype(np.int64), labels, truth, observers), skipped
+
+
+def _jagged(values: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(values per jet, flat values) of a jagged array; straight from the buffers as uproot reads
+    them (list offsets over a flat numeric array), through awkward otherwise."""
+    layout = values.layout
+    if (
+        isinstance(layout, ak.contents.ListOffsetArray)
+        and isinstance(layout.content, ak.contents.NumpyArray)
+        and isinstance(layout.content.data, np.ndarray)
+        and layout.content.data.ndim == 1
+        and isinstance(layout.offsets.data, np.ndarray)
+    ):
+        offsets = layout.offsets.data.astype(np.int64, copy=False)
+        return np.diff(offsets), layout.content.data[offsets[0] : offsets[-1]]
+    return ak.to_numpy(ak.num(values, axis=1)).astype(np.int64, copy=False), ak.to_numpy(ak.flatten(values))
+
+
+def _columns(rows: int, values, features=None) -> np.ndarray:
+    """The (rows, C) float32 array of the columns `values` (transformed by `features` when given).
+
+    Written column by column into one preallocated array, with no float64 intermediate: the same
+    values as stacking them and converting to float32 (integers go through float64 as there).
+    """
+    values = list(values)
+    out = np.empty((rows, len(values)), dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        for j, value in enumerate(values):
+            value = np.asarray(value)
+            if value.dtype.kind in "iu":
+                value = value.astype(np.float64)
+            out[:, j] = value if features is None else features[j].transform(value)
+    return out
 
 
 def _sort_and_truncate(

@@ -154,3 +154,38 @@ def test_reweight_config_errors():
         )
     with pytest.raises(ConfigError, match=r"data\.reweight\.mode"):
         JetDataModule(FEATURES, reweight={"mode": "smooth"})
+
+
+def test_flat_reweighting_in_pt_and_mass(train_file, branches):
+    edges = {"jet_pt": [550, 600, 650], "jet_sdmass": [0, 100, 200, 400]}
+    dm = JetDataModule(
+        FEATURES, train_files=[train_file], progress=False, fit_fraction=1.0, standardization="auto",
+        reweight={"mode": "flat", "variables": ["jet_pt", "jet_sdmass"], "bins": edges},
+    )  # fmt: skip
+    dm.fit()
+    pt, mass = ak.to_numpy(branches["jet_pt"]), ak.to_numpy(branches["jet_sdmass"])
+    label = ak.to_numpy(branches["label_Tbqq"]).astype(int)
+    counts = np.stack(
+        [np.histogram2d(pt[label == k], mass[label == k], list(edges.values()))[0] for k in (0, 1)]
+    )
+    weighted = counts * dm.reweighting.table
+    filled = counts > 0
+    # every filled (class, pT, mass) cell carries the same weight per filled cell of its class, classes equal
+    per_class = weighted.reshape(2, -1).sum(1)
+    assert np.allclose(per_class, per_class[0])
+    for k in (0, 1):
+        assert np.allclose(weighted[k][filled[k]], per_class[k] / filled[k].sum())
+
+
+def test_class_balancing(train_file, branches):
+    dm = JetDataModule(FEATURES, train_files=[train_file], progress=False, fit_fraction=1.0, standardization="auto",
+                       selection="jet_pt < 600 or label_Tbqq == 0", reweight={"mode": "balance"})  # fmt: skip
+    dm.fit()
+    label = ak.to_numpy(branches["label_Tbqq"]).astype(int)
+    pt = ak.to_numpy(branches["jet_pt"])
+    kept = (pt < 600) | (label == 0)  # fewer top jets than QCD jets pass: the classes are unbalanced
+    n = np.bincount(label[kept], minlength=2)
+    assert n[1] < 0.8 * n[0]
+    # weight of a class proportional to 1 / its jets: equal expected jets per class
+    assert np.allclose(dm.reweighting.table.ravel() * n, (dm.reweighting.table.ravel() * n)[0])
+    assert dm.reweighting.table.max() == 1.0

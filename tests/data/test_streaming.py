@@ -117,3 +117,10 @@ def test_loader_moves_epochs_and_counts_skips(group_files):
     summary = dm.summary()["train"]
     assert summary["jets"] == len(one)
     assert summary["skipped"]["failed_selection"] == sum(SIZES["qcd"]) + sum(SIZES["top"]) - len(one)
+
+
+def test_streaming_auto_above_the_in_memory_limit(group_files):
+    total = sum(SIZES["qcd"]) + sum(SIZES["top"])
+    assert datamodule(group_files, streaming="auto", in_memory_max_jets=total - 1).is_streamed("train")
+    assert not datamodule(group_files, streaming="auto", in_memory_max_jets=total).is_streamed("train")
+    assert not datamodule(group_files, streaming=True).is_streamed("test")  # the report keeps every test jet
