@@ -60,6 +60,8 @@ def workdir(tmp_path_factory):
     (base / "top").mkdir()
     for i, split in enumerate(("train", "val", "test")):
         write_parquet(base / "top" / f"{split}_file.parquet", toy_jets(120, seed=40 + i))
+    for i, split in enumerate(("train", "val", "test")):  # small stand-ins for the shipped sample
+        write_root(base / "top" / f"sample_{split}.root", toy_jets(100, seed=45 + i))
     for i, split in enumerate(("train_100M", "val_5M", "test_20M")):
         (base / "JetClass" / split).mkdir(parents=True)
         write_root(
@@ -94,7 +96,13 @@ def adapt(command: list[str], workdir: Path, index: int) -> list[str]:
     if prog == "jettag-generate":
         args = [("10" if i and args[i - 1] in ("-n", "--jets-per-class") else a) for i, a in enumerate(args)]
     if prog == "jettag-train":
+        shipped_sample = not any(a.startswith("data.") for a in args)
         args = [*args, *FAST]
+        if shipped_sample:  # the shipped sample -> 100 toy jets per split
+            args += [
+                f"data.{split}_files=[{workdir}/top/sample_{split}.root]"
+                for split in ("train", "val", "test")
+            ]
         if not any(a.startswith("hydra.run.dir=") for a in args):
             args.append(f"hydra.run.dir=runs/cmd{index}")
     return [exe, *args]
