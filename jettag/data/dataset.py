@@ -60,7 +60,7 @@ class JetDataset(Dataset):
         }
 
 
-def _world() -> tuple[int, int]:
+def torch_world() -> tuple[int, int]:
     """(rank, world size) of torch.distributed, (0, 1) when it is not running."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -115,7 +115,7 @@ class JetBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         n = len(self.counts) if self.weights is None or not self.shuffle else round(self.weights.sum())
         total = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-        return -(-total // _world()[1])
+        return -(-total // torch_world()[1])
 
     def shard(self, batches: list) -> list:
         """This process's share of the epoch's batches under torch.distributed, minus `skip` already seen.
@@ -124,7 +124,7 @@ class JetBatchSampler(Sampler[list[int]]):
         repeating its first batches, so a few jets are seen twice in evaluation; `JetClassifier` keeps
         one score per jet index. All processes draw the same order (same seed and epoch).
         """
-        rank, world = _world()
+        rank, world = torch_world()
         if world > 1 and batches:
             per_rank = -(-len(batches) // world)
             batches = (batches * world)[: per_rank * world][rank::world]

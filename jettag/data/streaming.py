@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from jettag.data.dataset import torch_world
 from jettag.data.jets import JetArrays, JetBuilder, as_rows, row_type
 from jettag.data.reader import JetFile
 from jettag.errors import DataError
@@ -73,7 +74,7 @@ class Piece:
 def distributed_rank() -> tuple[int, int]:
     """(rank, world size) of this process: torch.distributed if initialized, else the launcher's env."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return torch_world()
     for rank_key, world_key in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
         if rank_key in os.environ and world_key in os.environ:
             return int(os.environ[rank_key]), int(os.environ[world_key])

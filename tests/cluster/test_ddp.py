@@ -68,7 +68,7 @@ def test_batch_sampler_shards_equal_counts_covering_every_jet(
     counts = np.random.default_rng(0).integers(1, 60, num_jets)
     shares = []
     for rank in range(world):
-        monkeypatch.setattr(dataset, "_world", lambda rank=rank: (rank, world))
+        monkeypatch.setattr(dataset, "torch_world", lambda rank=rank: (rank, world))
         sampler = dataset.JetBatchSampler(
             counts, batch_size, shuffle=shuffle, group_by_length=not shuffle, seed=3
         )
