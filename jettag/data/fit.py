@@ -100,6 +100,10 @@ class Reweighting:
             raise ConfigError(f"{key}.mode={mode!r}; use flat (flatten pT/mass per class) or balance.")
         variables = list(cfg.get("variables") or (["jet_pt"] if mode == "flat" else []))
         bins = cfg.get("bins") or {}
+        if not isinstance(bins, Mapping):
+            raise ConfigError(
+                f"{key}.bins={bins!r}; give the bin edges per variable, e.g. {key}.bins.jet_pt=[500, 600, 700, 800]."
+            )
         edges = []
         for name in variables:
             values = bins.get(name)

@@ -138,9 +138,13 @@ class JetFile:
     def _open_root(self) -> None:
         import uproot
 
+        use_fast_zlib()
         try:
-            # no array cache: a chunk is read once, and a cache would keep it alive with the file
-            file = uproot.open(self.path, array_cache=None)
+            # No array cache: a chunk is read once, and a cache would keep it alive with the file.
+            # Local files are memory-mapped: uproot's default (fsspec) source hands every read to
+            # an asyncio thread, ~10% slower in one thread and more with the loader's threads.
+            handler = None if "://" in self.path else uproot.source.file.MemmapSource
+            file = uproot.open(self.path, array_cache=None, handler=handler)
         except Exception as err:  # uproot raises many types for damaged files
             raise DataError(
                 f"cannot read '{self.path}' as a ROOT file ({type(err).__name__}: {_first_line(err)}); "
@@ -384,6 +388,27 @@ def top_table_to_jets(frame, num_particles: int) -> ak.Array:
         "jet_mass": jet_mass.astype(np.float32), "jet_nparticles": counts.astype(np.float32),
         "label": label, "label_QCD": label == 0, "label_Tbqq": label == 1,
     })  # fmt: skip
+
+
+def use_fast_zlib() -> bool:
+    """Decompress ROOT's zlib baskets with ISA-L (the `isal` package, a dependency) when installed.
+
+    ISA-L inflates the same bytes about 1.5x faster than the standard library's zlib (0.43 s against
+    0.64 s for the baskets of a 100,000-jet JetClass-like file here). uproot supports it as
+    `ZLIB.library = "isal"`, but in uproot 5.7 reading goes through the module's decompressor
+    object, not the `ZLIB` class, so it is set there. A choice the user made (any value other than
+    the default "zlib") is left alone. True when ISA-L is in use.
+    """
+    try:
+        from isal import isal_zlib  # noqa: F401
+        from uproot import compression
+    except ImportError:
+        return False
+    decompressor = getattr(compression, "_decompress_ZLIB", None)
+    if decompressor is None or getattr(decompressor, "library", None) not in ("zlib", "isal"):
+        return False
+    decompressor.library = "isal"
+    return True
 
 
 def _first_line(err: Exception) -> str:

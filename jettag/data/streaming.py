@@ -33,7 +33,7 @@ import itertools
 import logging
 import math
 import os
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,14 +44,16 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from jettag.data.dataset import torch_world
-from jettag.data.jets import JetArrays, JetBuilder, as_rows, row_type
-from jettag.data.reader import JetFile
+from jettag.data.jets import JetArrays, JetBuilder, ReadPlan, as_rows, rows_with_zero
+from jettag.data.memory import keep_freed_memory
+from jettag.data.reader import Chunk, JetFile
 from jettag.errors import DataError
 
 log = logging.getLogger(__name__)
 
-PREFETCH = 1  # pieces read and built ahead, in a background thread
-DECOMPRESSION_THREADS = 2  # threads decompressing the baskets of one read
+PREFETCH = 3  # pieces in flight ahead of batching (being read or built)
+OPEN_FILES = 4  # files kept open by a reader (the ones read last)
+READERS = 2  # threads reading pieces (each with its own open files)
 GC_EVERY = 64  # files closed between two collections of reference cycles
 JET_ID = "__jettag_jet_id"  # global number of a jet: file offset + entry, carried as an observer
 
@@ -224,55 +226,44 @@ class JetStream(IterableDataset):
     def _read(
         self, pieces: Sequence[Piece], rng: np.random.Generator, skipped: Counter
     ) -> Iterator[JetArrays]:
-        """The jets of `pieces`, one piece at a time, one open file at a time.
+        """The jets of `pieces`, built one piece after the other, in order.
 
-        A background thread reads and builds the next piece while the current one is batched (and
-        a small pool of threads decompresses its baskets): decompression and numpy release the GIL,
-        so one process keeps more than one core busy. The pieces are still built one after the
-        other, in order, and everything random (reweighting, shuffling) stays in this thread, so
-        the batches are the same as without the threads.
+        Background threads work ahead of the batching in this thread: READERS threads read the next
+        pieces with uproot (each decompressing its own baskets, and keeping the files it read last
+        open), one thread builds the features of the pieces read, in order. Decompression and numpy
+        release the GIL, so one process keeps both cores of a small machine busy. Everything random
+        (reweighting, shuffling) stays in this thread, so the batches are the same as without the
+        threads.
         """
+        keep_freed_memory()
         offsets = np.cumsum([0] + [f.num_entries for f in self.files])
         builder = copy.copy(self.builder)
         builder.observers = [*self.builder.observers, JET_ID]
-        decompress = ThreadPoolExecutor(DECOMPRESSION_THREADS, thread_name_prefix="jettag-decompress")
-        state = {"file": None, "index": None, "plan": None, "read": [], "closed": 0}
+        readers = [_FileReader(self, offsets, f"jettag-read{i}") for i in range(READERS)]
 
-        def load(piece: Piece) -> tuple[JetArrays, Counter]:
-            """Runs in the reading thread, for one piece after the other."""
-            info = self.files[piece.file]
-            if state["index"] != piece.file:
-                if state["file"] is not None:
-                    state["file"].close()
-                    state["closed"] += 1
-                    if state["closed"] % GC_EVERY == 0:
-                        # uproot's file objects hold reference cycles: only the cycle collector frees
-                        # them, and its full pass is rare in a large process, so closed files would
-                        # pile up (memory growing with the files read) until it runs.
-                        gc.collect()
-                state["file"], state["index"] = None, None
-                open_file = JetFile(info.path, self.treename, info.label, executor=decompress)
-                try:
-                    plan = self.builder.plan(open_file)
-                except BaseException:
-                    open_file.close()
-                    raise
-                state["plan"], state["read"] = plan, plan.all_branches(self.builder.rename)
-                plan.observers.append(JET_ID)
-                state["file"], state["index"] = open_file, piece.file
-            chunk = state["file"].read(state["read"], piece.start, piece.stop)
-            ids = np.arange(piece.start, piece.stop, dtype=np.int64) + offsets[piece.file]
-            chunk.arrays = ak.with_field(chunk.arrays, ids, JET_ID)
-            return builder.build(chunk, state["plan"])
+        def build(read_piece: Future) -> tuple[JetArrays, Counter]:
+            """Runs in the building thread: builds the pieces in the order they were read."""
+            return builder.build(*read_piece.result())
 
-        reader = ThreadPoolExecutor(1, thread_name_prefix="jettag-read")
+        # Two stages in their own threads: reading (uproot), READERS pieces at a time, each reader
+        # with its own open files, and building the features, piece after piece in the stream's
+        # order, while this thread batches.
+        building = ThreadPoolExecutor(1, thread_name_prefix="jettag-build")
+        submitted = 0
+
+        def submit(piece: Piece) -> Future:
+            nonlocal submitted
+            reader = readers[submitted % len(readers)]
+            submitted += 1
+            return building.submit(build, reader.submit(piece))
+
         ahead: deque[Future] = deque()
         try:
-            ahead.extend(reader.submit(load, piece) for piece in pieces[:PREFETCH])
+            ahead.extend(submit(piece) for piece in pieces[:PREFETCH])
             for i, piece in enumerate(pieces):
                 future = ahead.popleft()
                 if i + PREFETCH < len(pieces):
-                    ahead.append(reader.submit(load, pieces[i + PREFETCH]))
+                    ahead.append(submit(pieces[i + PREFETCH]))
                 try:
                     jets, chunk_skipped = future.result()
                 except DataError as err:
@@ -291,10 +282,62 @@ class JetStream(IterableDataset):
         finally:
             for future in ahead:
                 future.cancel()
-            reader.shutdown(wait=True)
-            if state["file"] is not None:
-                state["file"].close()
-            decompress.shutdown(wait=True)
+            for reader in readers:
+                reader.close()  # cancels the reads not started: a build waiting on one ends
+            building.shutdown(wait=True, cancel_futures=True)
+
+
+class _FileReader:
+    """Reads pieces of a stream's files in its own thread, keeping the OPEN_FILES files it read last
+    open: pieces come in a random order, and a set of few files would otherwise be opened again for
+    almost every piece (~8 ms each, in uproot)."""
+
+    def __init__(self, stream: JetStream, offsets: np.ndarray, name: str):
+        self.stream = stream
+        self.offsets = offsets  # global jet id of each file's first entry
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.files: OrderedDict[int, tuple[JetFile, ReadPlan, list[str]]] = OrderedDict()
+        self.closed = 0
+
+    def submit(self, piece: Piece) -> Future:
+        return self.executor.submit(self.read, piece)
+
+    def read(self, piece: Piece) -> tuple[Chunk, ReadPlan]:
+        open_file, plan, branches = self.open(piece.file)
+        chunk = open_file.read(branches, piece.start, piece.stop)
+        ids = np.arange(piece.start, piece.stop, dtype=np.int64) + self.offsets[piece.file]
+        chunk.arrays = ak.with_field(chunk.arrays, ids, JET_ID)
+        return chunk, plan
+
+    def open(self, index: int) -> tuple[JetFile, ReadPlan, list[str]]:
+        if index in self.files:
+            self.files.move_to_end(index)
+            return self.files[index]
+        while len(self.files) >= OPEN_FILES:
+            self.files.popitem(last=False)[1][0].close()
+            self.closed += 1
+            if self.closed % GC_EVERY == 0:
+                # uproot's file objects hold reference cycles: only the cycle collector frees them,
+                # and its full pass is rare in a large process, so closed files would pile up
+                # (memory growing with the files read) until it runs.
+                gc.collect()
+        stream, info = self.stream, self.stream.files[index]
+        open_file = JetFile(info.path, stream.treename, info.label)
+        try:
+            plan = stream.builder.plan(open_file)
+        except BaseException:
+            open_file.close()
+            raise
+        branches = plan.all_branches(stream.builder.rename)
+        plan.observers.append(JET_ID)
+        self.files[index] = (open_file, plan, branches)
+        return self.files[index]
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        for open_file, _, _ in self.files.values():
+            open_file.close()
+        self.files.clear()
 
 
 class _Pool:
@@ -310,6 +353,9 @@ class _Pool:
         self.parts: list[JetArrays | None] = []
         self.live: list[int] = []
         self.starts: list[np.ndarray | None] = []  # first particle row of each jet of each piece
+        self.sources: list[
+            tuple[np.ndarray, np.ndarray] | None
+        ] = []  # rows_with_zero of its features, vectors
         self.part = np.zeros(0, dtype=np.int64)  # piece of each waiting jet
         self.local = np.zeros(0, dtype=np.int64)  # its index in the piece
 
@@ -319,8 +365,12 @@ class _Pool:
     def add(self, jets: JetArrays) -> None:
         self.part = np.concatenate([self.part, np.full(len(jets), len(self.parts), dtype=np.int64)])
         self.local = np.concatenate([self.local, np.arange(len(jets), dtype=np.int64)])
+        self._append(jets)
+
+    def _append(self, jets: JetArrays) -> None:
         self.parts.append(jets)
         self.starts.append(np.cumsum(jets.counts) - jets.counts)
+        self.sources.append((rows_with_zero(jets.features), rows_with_zero(jets.vectors)))
         self.live.append(len(jets))
 
     def shuffle(self, rng: np.random.Generator) -> None:
@@ -331,8 +381,9 @@ class _Pool:
         """The padded batch of the jets at `positions` (grouped by piece, as `gather` orders them).
 
         The same dict as `JetDataset(self.gather(positions))[...]` with the jet ids as `index`, but
-        built straight from the pieces: every particle is copied once into a flat buffer and once
-        into the padded tensor, with no intermediate `JetArrays`.
+        built straight from the pieces: the jets of one piece fill a contiguous block of the padded
+        tensors, gathered in one `np.take` per piece, padding slots taking the piece's zero row
+        (`rows_with_zero`), so that every value is written once and nothing is zero-filled first.
         """
         part, local = self.part[positions], self.local[positions]
         order = np.argsort(part, kind="stable")
@@ -350,25 +401,22 @@ class _Pool:
             starts[a:b] = self.starts[p][at]
             labels[a:b] = jets.labels[at]
             ids[a:b] = jets.observers[JET_ID][at]
-        first = np.cumsum(counts) - counts  # of each jet in the flat buffer
-        rows = np.repeat(starts - first, counts) + np.arange(int(counts.sum()))  # in its piece
+        length = max(int(counts.max()), 1)
+        slot = np.arange(length)
+        mask = slot < counts[:, None]
         channels = self.parts[pieces[0]].features.shape[1]
+        x = np.empty((size, length, channels), dtype=np.float32)
+        v = np.empty((size, length, 4), dtype=np.float32)
         # Particles are moved whole, as one opaque item of `channels` (or 4) float32 each: numpy then
         # copies rows instead of single numbers, several times faster than fancy indexing on floats.
-        flat_x = np.empty(len(rows), dtype=row_type(channels))
-        flat_v = np.empty(len(rows), dtype=row_type(4))
+        x_rows, v_rows = as_rows(x.reshape(-1, channels)), as_rows(v.reshape(-1, 4))
         for p, a, b in zip(pieces.tolist(), firsts.tolist(), ends, strict=True):
-            jets = self.parts[p]
-            lo = first[a]
-            hi = first[b - 1] + counts[b - 1]
-            np.take(as_rows(jets.features), rows[lo:hi], out=flat_x[lo:hi])
-            np.take(as_rows(jets.vectors), rows[lo:hi], out=flat_v[lo:hi])
-        length = max(int(counts.max()), 1)
-        mask = np.arange(length) < counts[:, None]
-        x = np.zeros((size, length, channels), dtype=np.float32)
-        v = np.zeros((size, length, 4), dtype=np.float32)
-        as_rows(x.reshape(-1, channels)).reshape(size, length)[mask] = flat_x
-        as_rows(v.reshape(-1, 4)).reshape(size, length)[mask] = flat_v
+            features, vectors = self.sources[p]
+            zero = len(features) - 1
+            rows = np.where(mask[a:b], starts[a:b, None] + slot, zero).ravel()
+            # mode="clip" (the rows are in range): with the default "raise", `out` is buffered
+            np.take(features, rows, out=x_rows[a * length : b * length], mode="clip")
+            np.take(vectors, rows, out=v_rows[a * length : b * length], mode="clip")
         return {
             "x": torch.from_numpy(x),
             "v": torch.from_numpy(v),
@@ -380,8 +428,7 @@ class _Pool:
     def gather(self, positions: np.ndarray) -> JetArrays:
         """The jets at `positions` of the buffer (grouped by piece within the batch)."""
         part, local = self.part[positions], self.local[positions]
-        pieces = [self.parts[p].take(local[part == p]) for p in np.unique(part)]
-        return pieces[0] if len(pieces) == 1 else JetArrays.concatenate(pieces)
+        return JetArrays.gather([(self.parts[p], local[part == p]) for p in np.unique(part)])
 
     def drop_front(self, n: int) -> None:
         """Forget the first `n` waiting jets (batched); free or compact the pieces they leave."""
@@ -393,7 +440,7 @@ class _Pool:
         for p in np.flatnonzero(gone):
             self.live[p] -= int(gone[p])
             if self.live[p] == 0:
-                self.parts[p] = self.starts[p] = None
+                self.parts[p] = self.starts[p] = self.sources[p] = None
             elif 3 * self.live[p] < len(self.parts[p]):
                 sparse.append(p)
         if sparse:
@@ -401,12 +448,10 @@ class _Pool:
             moved = moved[np.argsort(self.part[moved], kind="stable")]
             new = len(self.parts)
             compact = self.gather(moved)  # gather groups by piece: the same order as `moved`
-            self.parts.append(compact)
-            self.starts.append(np.cumsum(compact.counts) - compact.counts)
-            self.live.append(len(moved))
+            self._append(compact)
             self.part[moved], self.local[moved] = new, np.arange(len(moved))
             for p in sparse:
-                self.parts[p], self.starts[p], self.live[p] = None, None, 0
+                self.parts[p], self.starts[p], self.sources[p], self.live[p] = None, None, None, 0
 
 
 class JetStreamLoader(DataLoader):

@@ -64,6 +64,25 @@ def required_branches(names: Iterable[str], available: Iterable[str]) -> tuple[s
     return read, missing
 
 
+def jet_axis_used(names: Iterable[str], available: Iterable[str]) -> set[str]:
+    """The jet-axis variables (`JET_AXIS`) that computing `names` uses, given the branches read."""
+    available = set(available)
+    used: set[str] = set()
+
+    def need(name: str) -> None:
+        if name in JET_AXIS:
+            used.add(name)
+        elif name in READ_IF_PRESENT and name in available:
+            pass
+        elif name in DERIVED:
+            for dep in DERIVED[name]:
+                need(dep)
+
+    for name in names:
+        need(name)
+    return used
+
+
 class VariableComputer:
     """Computes named variables for one chunk of jets, each at most once.
 

@@ -79,3 +79,40 @@ def test_grouping_with_labels_keeps_the_class_mix():
         return sum(len(b) * counts[b].max() for b in map(np.array, sampler))
 
     assert padded(sampler) < 0.85 * padded(JetBatchSampler(counts, 128, shuffle=True, seed=0))
+
+
+def test_gather_takes_whole_jets_from_several_arrays_with_a_zero_row():
+    from jettag.data.jets import rows_with_zero
+
+    rng = np.random.default_rng(4)
+
+    def jets(n):
+        counts = rng.integers(1, 6, n)
+        total = int(counts.sum())
+        return JetArrays(
+            rng.normal(size=(total, 3)).astype(np.float32), rng.normal(size=(total, 4)).astype(np.float32),
+            counts, rng.integers(0, 2, n), {"label_QCD": rng.integers(0, 2, n)}, {"jet_pt": rng.normal(size=n)},
+        )  # fmt: skip
+
+    a, b = jets(7), jets(5)
+    picks = [(a, np.array([6, 0, 3])), (b, np.array([2])), (a, np.array([3]))]
+    out = JetArrays.gather(picks)
+    # worked out jet by jet with plain slices
+    expected_features, expected_vectors = [], []
+    for arrays, index in picks:
+        starts = np.concatenate([[0], np.cumsum(arrays.counts)[:-1]])
+        for i in index:
+            expected_features.append(arrays.features[starts[i] : starts[i] + arrays.counts[i]])
+            expected_vectors.append(arrays.vectors[starts[i] : starts[i] + arrays.counts[i]])
+    assert np.array_equal(out.features, np.concatenate(expected_features))
+    assert np.array_equal(out.vectors, np.concatenate(expected_vectors))
+    assert out.counts.tolist() == [a.counts[6], a.counts[0], a.counts[3], b.counts[2], a.counts[3]]
+    assert out.labels.tolist() == [a.labels[6], a.labels[0], a.labels[3], b.labels[2], a.labels[3]]
+    assert out.observers["jet_pt"][3] == b.observers["jet_pt"][2]
+    assert out.truth["label_QCD"][4] == a.truth["label_QCD"][3]
+    # the zero row after the last particle, found without a copy; plain arrays get one appended
+    rows = rows_with_zero(out.features)
+    assert len(rows) == len(out.features) + 1 and not rows.view(np.float32).reshape(-1, 3)[-1].any()
+    assert np.shares_memory(rows, out.features)
+    plain = rows_with_zero(np.ones((4, 3), np.float32)).view(np.float32).reshape(-1, 3)
+    assert plain.shape == (5, 3) and plain[:4].all() and not plain[4].any()

@@ -88,3 +88,39 @@ def test_datamodule_batches(toy_root_files):
 def test_unknown_label_class_for_background():
     with pytest.raises(Exception, match=r"data\.background"):
         LabelSpec.from_config(["label_QCD", "label_Tbqq"]).index("label_Hbb")
+
+
+def test_zlib_baskets_read_with_isal_equal_the_standard_library(toy_root_files):
+    """jettag decompresses ROOT's zlib baskets with ISA-L; the arrays equal those read with zlib."""
+    from uproot import compression
+
+    from jettag.data.reader import JetFile
+
+    decompressor = compression._decompress_ZLIB
+    path = toy_root_files["train"]
+    assert isinstance(uproot.open(path).file.compression, uproot.ZLIB)  # uproot's default
+    previous = decompressor.library
+    try:
+        decompressor.library = "zlib"
+        expected = uproot.open(path, array_cache=None)["tree"].arrays(["part_px", "jet_pt"])
+        f = JetFile(path)  # switches to ISA-L
+        assert decompressor.library == "isal"
+        got = f.read(["part_px", "jet_pt"], 0, f.num_entries).arrays
+    finally:
+        decompressor.library = previous
+    assert ak.array_equal(got.part_px, expected.part_px) and ak.array_equal(got.jet_pt, expected.jet_pt)
+
+
+def test_malloc_settings_apply_once_and_can_be_turned_off():
+    import subprocess
+    import sys
+
+    code = "from jettag.data.memory import keep_freed_memory as k; print(k(), k())"
+    on = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if sys.platform.startswith("linux"):
+        assert on == ["True", "True"]
+    env = {**__import__("os").environ, "JETTAG_MALLOC_DEFAULTS": "1"}
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert off.stdout.split() == ["False", "False"]

@@ -154,6 +154,8 @@ def test_reweight_config_errors():
         )
     with pytest.raises(ConfigError, match=r"data\.reweight\.mode"):
         JetDataModule(FEATURES, reweight={"mode": "smooth"})
+    with pytest.raises(ConfigError, match=r"data\.reweight\.bins=10; give the bin edges per variable"):
+        JetDataModule(FEATURES, reweight={"mode": "flat", "variables": ["jet_pt"], "bins": 10})
 
 
 def test_flat_reweighting_in_pt_and_mass(train_file, branches):

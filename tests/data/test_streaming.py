@@ -124,3 +124,82 @@ def test_streaming_auto_above_the_in_memory_limit(group_files):
     assert datamodule(group_files, streaming="auto", in_memory_max_jets=total - 1).is_streamed("train")
     assert not datamodule(group_files, streaming="auto", in_memory_max_jets=total).is_streamed("train")
     assert not datamodule(group_files, streaming=True).is_streamed("test")  # the report keeps every test jet
+
+
+FLAGS = FeatureSet.from_config(
+    {
+        "name": "flags",
+        "particle_features": [["part_pt_log", 1.7, 0.7], "part_deta", "part_isPhoton", "part_charge"],
+    }
+)
+
+
+def test_stream_batches_hold_the_files_particles(group_files):
+    """Every padded batch against the files read with uproot and numpy: the pool gathers particles
+    from many pieces (and from compacted ones), pads with zero rows, and keeps flags as 0/1."""
+    files = [group_files / f"{cls}_{i}.root" for cls in ("qcd", "top") for i in range(len(SIZES[cls]))]
+    names = ["part_px", "part_py", "part_pz", "part_energy", "part_deta", "part_isPhoton", "part_charge"]
+    jets = []  # (class, {branch: values}) of every jet, in the order of the global jet ids
+    for path in files:
+        arrays = uproot.open(path)["tree"].arrays(names, library="np")
+        for entry in range(len(arrays["part_px"])):
+            jets.append((int(path.name.startswith("top")), {n: arrays[n][entry] for n in names}))
+    dm = JetDataModule(FLAGS, **{**dict(
+        train_files=[f"QCD:{group_files}/qcd_*.root", f"Tbqq:{group_files}/top_*.root"],
+        labels=["label_QCD", "label_Tbqq"], batch_size=32, chunk_size=40, shuffle_buffer=100,
+        streaming=True, progress=False, seed=3,
+    )})  # fmt: skip
+    seen = []
+    for batch in JetStreamLoader(dm.stream("train")):
+        x, v, mask = batch["x"].numpy(), batch["v"].numpy(), batch["mask"].numpy()
+        for j, jet_id in enumerate(batch["index"].tolist()):
+            cls, b = jets[jet_id]
+            n = len(b["part_px"])
+            assert mask[j].tolist() == [True] * n + [False] * (mask.shape[1] - n)
+            assert batch["y"][j] == cls
+            four = np.stack([b["part_px"], b["part_py"], b["part_pz"], b["part_energy"]], axis=1)
+            assert np.array_equal(v[j, :n], four.astype(np.float32))
+            pt_log = np.clip((np.log(np.hypot(b["part_px"], b["part_py"])) - 1.7) * 0.7, -5, 5)
+            np.testing.assert_allclose(x[j, :n, 0], pt_log, rtol=1e-5, atol=1e-5)
+            assert np.array_equal(x[j, :n, 1], b["part_deta"].astype(np.float32))
+            assert np.array_equal(x[j, :n, 2], np.where(b["part_isPhoton"], 1.0, 0.0))
+            assert np.array_equal(x[j, :n, 3], b["part_charge"].astype(np.float32))
+            assert not x[j, n:].any() and not v[j, n:].any()  # padding: zeros
+            seen.append(jet_id)
+    assert sorted(seen) == list(range(len(jets)))
+
+
+def test_few_files_are_opened_once_per_reader(tmp_path, monkeypatch):
+    """Pieces come in a random order; the readers keep the files they read last open."""
+    from jettag.data import streaming
+
+    for i in range(3):  # 3 files of 60 jets in baskets of 10: 18 pieces of 10 in a random order
+        jets = toy_jets(60, seed=i)
+        with uproot.recreate(tmp_path / f"f{i}.root") as out:
+            for start in range(0, 60, 10):
+                part = {k: v[start : start + 10] for k, v in jets.items()}
+                if start == 0:
+                    out.mktree(
+                        "tree", {k: v.type if hasattr(v, "layout") else v.dtype for k, v in part.items()}
+                    )
+                out["tree"].extend(part)
+    opened = []
+    original = streaming.JetFile.__init__
+
+    def counting(self, path, *args, **kwargs):
+        opened.append(str(path))
+        original(self, path, *args, **kwargs)
+
+    def epoch(open_files: int) -> int:
+        dm = JetDataModule(KIN, train_files=[str(tmp_path / "f*.root")], labels=["label_QCD", "label_Tbqq"],
+                           batch_size=16, chunk_size=10, shuffle_buffer=30, streaming=True, progress=False)  # fmt: skip
+        stream = dm.stream("train")
+        assert len(stream.pieces(0)) == 18
+        monkeypatch.setattr(streaming, "OPEN_FILES", open_files)
+        opened.clear()
+        assert sum(len(b["y"]) for b in JetStreamLoader(stream)) == 180
+        return len(opened)
+
+    monkeypatch.setattr(streaming.JetFile, "__init__", counting)
+    assert epoch(open_files=3) <= 3 * streaming.READERS  # each file at most once per reader
+    assert epoch(open_files=1) > 3 * streaming.READERS  # one open file: reopened on most switches

@@ -100,3 +100,22 @@ def test_required_branches_prefers_file_values_and_derives_the_rest():
     assert "part_dphi" not in read and not missing
     _, missing = required_branches(["part_d0", "part_isMuon"], available)
     assert missing == {"part_d0val", "part_isMuon"}
+
+
+def test_jet_axis_used_only_where_a_feature_needs_it():
+    from jettag.features.variables import jet_axis_used
+
+    kinpid = [
+        "part_pt_log",
+        "part_e_log",
+        "part_logptrel",
+        "part_logerel",
+        "part_deltaR",
+        "part_deta",
+        "part_dphi",
+    ]
+    # JetClass files carry part_deta/part_dphi: only pT and energy of the jet are used
+    assert jet_axis_used(kinpid, {"part_deta", "part_dphi"}) == {"jet_pt", "jet_energy"}
+    # without them, deta/dphi (and deltaR through them) need the jet's eta and phi
+    assert jet_axis_used(["part_deltaR"], set()) == {"jet_eta", "jet_phi"}
+    assert jet_axis_used(["part_pt_log", "part_charge"], set()) == set()
