@@ -7,8 +7,8 @@ Within an epoch every jet is read once by exactly one worker of one rank:
    order drawn from `(seed, epoch)` (the same on every rank and worker), and the resulting stream
    of entries is cut into `world_size x num_workers` contiguous shares of equal size (+-1 jet).
    Worker `w` of rank `r` reads share `r * num_workers + w`.
-2. A worker reads its pieces one after the other (one open file at a time, so memory does not grow
-   with the number of files), builds the jets, and keeps them in a shuffle buffer of
+2. A worker reads its pieces in order (two threads reading and building ahead, each keeping the
+   few files it read last open, so memory does not grow with the number of files), and keeps the jets in a shuffle buffer of
    `shuffle_buffer` jets. Pieces come from files all over the data set, so the buffer mixes files
    and classes (per-class files included); batches are drawn from the buffer at random, half of it
    stays to mix with the next pieces.
@@ -51,9 +51,9 @@ from jettag.errors import DataError
 
 log = logging.getLogger(__name__)
 
-PREFETCH = 3  # pieces in flight ahead of batching (being read or built)
+PREFETCH = 3  # pieces in flight ahead of batching (being read and built)
 OPEN_FILES = 4  # files kept open by a reader (the ones read last)
-READERS = 2  # threads reading pieces (each with its own open files)
+READERS = 2  # threads reading and building pieces (each with its own open files)
 GC_EVERY = 64  # files closed between two collections of reference cycles
 JET_ID = "__jettag_jet_id"  # global number of a jet: file offset + entry, carried as an observer
 
@@ -226,36 +226,28 @@ class JetStream(IterableDataset):
     def _read(
         self, pieces: Sequence[Piece], rng: np.random.Generator, skipped: Counter
     ) -> Iterator[JetArrays]:
-        """The jets of `pieces`, built one piece after the other, in order.
+        """The jets of `pieces`, in order.
 
-        Background threads work ahead of the batching in this thread: READERS threads read the next
-        pieces with uproot (each decompressing its own baskets, and keeping the files it read last
-        open), one thread builds the features of the pieces read, in order. Decompression and numpy
-        release the GIL, so one process keeps both cores of a small machine busy. Everything random
-        (reweighting, shuffling) stays in this thread, so the batches are the same as without the
-        threads.
+        READERS background threads read (uproot, each decompressing its own baskets) and build the
+        next PREFETCH pieces while this thread batches; decompression and numpy release the GIL, so
+        one process keeps both cores of a small machine busy. The results are taken in the pieces'
+        order and everything random (reweighting, shuffling) stays in this thread, so the batches
+        are the same as without the threads.
         """
         keep_freed_memory()
         offsets = np.cumsum([0] + [f.num_entries for f in self.files])
         builder = copy.copy(self.builder)
         builder.observers = [*self.builder.observers, JET_ID]
-        readers = [_FileReader(self, offsets, f"jettag-read{i}") for i in range(READERS)]
-
-        def build(read_piece: Future) -> tuple[JetArrays, Counter]:
-            """Runs in the building thread: builds the pieces in the order they were read."""
-            return builder.build(*read_piece.result())
-
-        # Two stages in their own threads: reading (uproot), READERS pieces at a time, each reader
-        # with its own open files, and building the features, piece after piece in the stream's
-        # order, while this thread batches.
-        building = ThreadPoolExecutor(1, thread_name_prefix="jettag-build")
+        # READERS threads read (uproot) and build the next pieces, each piece wholly in one thread,
+        # each thread with its own open files; this thread takes the results in the stream's order.
+        readers = [_FileReader(self, builder, offsets, f"jettag-read{i}") for i in range(READERS)]
         submitted = 0
 
         def submit(piece: Piece) -> Future:
             nonlocal submitted
             reader = readers[submitted % len(readers)]
             submitted += 1
-            return building.submit(build, reader.submit(piece))
+            return reader.submit(piece)
 
         ahead: deque[Future] = deque()
         try:
@@ -283,24 +275,28 @@ class JetStream(IterableDataset):
             for future in ahead:
                 future.cancel()
             for reader in readers:
-                reader.close()  # cancels the reads not started: a build waiting on one ends
-            building.shutdown(wait=True, cancel_futures=True)
+                reader.close()
 
 
 class _FileReader:
-    """Reads pieces of a stream's files in its own thread, keeping the OPEN_FILES files it read last
-    open: pieces come in a random order, and a set of few files would otherwise be opened again for
-    almost every piece (~8 ms each, in uproot)."""
+    """Reads and builds pieces of a stream's files in its own thread, keeping the OPEN_FILES files it
+    read last open: pieces come in a random order, and a set of few files would otherwise be opened
+    again for almost every piece (~8 ms each, in uproot)."""
 
-    def __init__(self, stream: JetStream, offsets: np.ndarray, name: str):
+    def __init__(self, stream: JetStream, builder: JetBuilder, offsets: np.ndarray, name: str):
         self.stream = stream
+        self.builder = builder  # the stream's builder, with the jet id as an observer
         self.offsets = offsets  # global jet id of each file's first entry
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=name)
         self.files: OrderedDict[int, tuple[JetFile, ReadPlan, list[str]]] = OrderedDict()
         self.closed = 0
 
     def submit(self, piece: Piece) -> Future:
-        return self.executor.submit(self.read, piece)
+        """The future of the piece's `(JetArrays, skipped)`."""
+        return self.executor.submit(self.load, piece)
+
+    def load(self, piece: Piece) -> tuple[JetArrays, Counter]:
+        return self.builder.build(*self.read(piece))
 
     def read(self, piece: Piece) -> tuple[Chunk, ReadPlan]:
         open_file, plan, branches = self.open(piece.file)
