@@ -247,8 +247,10 @@ class JetStream(IterableDataset):
                     state["closed"] += 1
                     if state["closed"] % GC_EVERY == 0:
                         # uproot's file objects hold reference cycles: only the cycle collector frees
-                        # them, and its full pass is rare in a large process, so closed files would
-                        # pile up (memory growing with the files read) until it runs.
+                        # them. JetFile.close collects the young generations, which frees a file's
+                        # objects at once unless they were moved to the old generation while it was
+                        # open (the first file of an epoch, here); those would pile up until the
+                        # collector's rare full pass, so it runs every GC_EVERY files.
                         gc.collect()
                 state["file"], state["index"] = None, None
                 open_file = JetFile(info.path, self.treename, info.label, executor=decompress)
