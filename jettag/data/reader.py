@@ -12,6 +12,7 @@ a per-class group: its files need no label branches, every jet in them is of cla
 
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import re
@@ -246,11 +247,23 @@ class JetFile:
         return bounds if self.num_entries else [0]
 
     def close(self) -> None:
-        """Release the file handle (streaming opens many files, one after the other)."""
+        """Release the file handle and the file's objects (streaming opens many files, one after the other).
+
+        uproot's objects of an open file (its directory, the tree, branches, leaves, cursors: about
+        1,800 objects, 0.35 MB for a small tree) hold reference cycles, so dropping them frees
+        nothing until the cycle collector runs, and its full pass is rare in a large process. Garbage
+        of many files then lies among the objects allocated meanwhile; once collected, it leaves
+        CPython's memory pools pinned by those few live objects, and the resident set grows by about
+        0.35 MB per file. A collection of the young generations right here frees the file's objects
+        at once (they are young: created since the file was opened), in about half a millisecond,
+        whatever the size of the process (a full collection takes 0.2-0.3 s with PyTorch loaded).
+        """
         tree = getattr(self, "_tree", None)
         if tree is not None:
             tree.file.source.close()
             self._tree = None
+            del tree
+            gc.collect(1)
 
     def read(self, branches: Sequence[str], start: int, stop: int) -> Chunk:
         """One chunk: the entries `start`-`stop`."""

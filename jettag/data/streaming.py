@@ -250,6 +250,7 @@ class JetStream(IterableDataset):
             return reader.submit(piece)
 
         ahead: deque[Future] = deque()
+        _freeze_gc()
         try:
             ahead.extend(submit(piece) for piece in pieces[:PREFETCH])
             for i, piece in enumerate(pieces):
@@ -276,6 +277,30 @@ class JetStream(IterableDataset):
                 future.cancel()
             for reader in readers:
                 reader.close()
+            _unfreeze_gc()
+
+
+_FROZEN = {"depth": 0, "ours": False}  # streams running in this process, and whether they froze it
+
+
+def _freeze_gc() -> None:
+    """Move the process's objects to the collector's permanent generation (`gc.freeze`) while a
+    stream runs, so that a full collection only visits the objects made since (milliseconds instead
+    of 0.2-0.3 s with PyTorch loaded) and the readers can free the files they close at once. Nested
+    streams (validation inside a training epoch) share the outermost freeze; a process frozen by
+    someone else is left as it is (the readers then collect every GC_EVERY files)."""
+    if _FROZEN["depth"] == 0:
+        _FROZEN["ours"] = gc.get_freeze_count() == 0
+        if _FROZEN["ours"]:
+            gc.freeze()
+    _FROZEN["depth"] += 1
+
+
+def _unfreeze_gc() -> None:
+    _FROZEN["depth"] -= 1
+    if _FROZEN["depth"] == 0 and _FROZEN["ours"]:
+        gc.unfreeze()
+        _FROZEN["ours"] = False
 
 
 class _FileReader:
@@ -312,10 +337,12 @@ class _FileReader:
         while len(self.files) >= OPEN_FILES:
             self.files.popitem(last=False)[1][0].close()
             self.closed += 1
-            if self.closed % GC_EVERY == 0:
-                # uproot's file objects hold reference cycles: only the cycle collector frees them,
-                # and its full pass is rare in a large process, so closed files would pile up
-                # (memory growing with the files read) until it runs.
+            # uproot's file objects hold reference cycles: only the cycle collector frees them.
+            # JetFile.close collects the young generation, but a file kept open while others were
+            # opened and closed (by this reader or the other) has its objects in the old one: they
+            # are collected here, at once while the rest of the process is frozen (`_freeze_gc`),
+            # else every GC_EVERY files (a full pass then takes 0.2-0.3 s with PyTorch loaded).
+            if _FROZEN["ours"] or self.closed % GC_EVERY == 0:
                 gc.collect()
         stream, info = self.stream, self.stream.files[index]
         open_file = JetFile(info.path, stream.treename, info.label)
