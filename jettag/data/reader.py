@@ -119,14 +119,11 @@ class JetFile:
     """One input file: its format, available branches and number of jets.
 
     `label` is the class index of every jet in the file when it belongs to a per-class group.
-    `executor` (a `concurrent.futures` executor, ROOT only) decompresses the baskets of a read in
-    parallel: zlib, LZ4 and ZSTD release the GIL, so threads speed up reading in one process.
     """
 
-    def __init__(self, path: str, treename: str = "tree", label: int | None = None, executor=None):
+    def __init__(self, path: str, treename: str = "tree", label: int | None = None):
         self.path = path
         self.label = label
-        self.executor = executor
         self.format = detect_format(path)
         self.treename = treename
         if self.format == "root":
@@ -278,7 +275,6 @@ class JetFile:
                     entry_start=start,
                     entry_stop=stop,
                     library="ak",
-                    decompression_executor=self.executor,
                 )
             except Exception as err:
                 raise DataError(

@@ -111,16 +111,12 @@ def test_zlib_baskets_read_with_isal_equal_the_standard_library(toy_root_files):
     assert ak.array_equal(got.part_px, expected.part_px) and ak.array_equal(got.jet_pt, expected.jet_pt)
 
 
-def test_malloc_settings_apply_once_and_can_be_turned_off():
-    import subprocess
+def test_malloc_settings_apply_once_and_can_be_turned_off(monkeypatch):
     import sys
 
-    code = "from jettag.data.memory import keep_freed_memory as k; print(k(), k())"
-    on = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split()
+    from jettag.data import memory
+
     if sys.platform.startswith("linux"):
-        assert on == ["True", "True"]
-    env = {**__import__("os").environ, "JETTAG_MALLOC_DEFAULTS": "1"}
-    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    assert off.stdout.split() == ["False", "False"]
+        assert memory.keep_freed_memory() is True and memory.keep_freed_memory() is True
+    monkeypatch.setenv("JETTAG_MALLOC_DEFAULTS", "1")
+    assert memory._apply() is False  # glibc's defaults kept
