@@ -8,10 +8,10 @@ Within an epoch every jet is read once by exactly one worker of one rank:
    of entries is cut into `world_size x num_workers` contiguous shares of equal size (+-1 jet).
    Worker `w` of rank `r` reads share `r * num_workers + w`.
 2. A worker reads its pieces in order (two threads reading and building ahead, each keeping the
-   few files it read last open, so memory does not grow with the number of files), and keeps the jets in a shuffle buffer of
-   `shuffle_buffer` jets. Pieces come from files all over the data set, so the buffer mixes files
-   and classes (per-class files included); batches are drawn from the buffer at random, half of it
-   stays to mix with the next pieces.
+   few files it read last open, so memory does not grow with the number of files), and keeps the
+   jets in a shuffle buffer of `shuffle_buffer` jets. Pieces come from files all over the data
+   set, so the buffer mixes files and classes (per-class files included); batches are drawn from
+   the buffer at random, half of it stays to mix with the next pieces.
 3. The order depends only on `(seed, epoch, share)`: the same seed gives the same batches, each
    epoch another order.
 
@@ -376,9 +376,8 @@ class _Pool:
         self.parts: list[JetArrays | None] = []
         self.live: list[int] = []
         self.starts: list[np.ndarray | None] = []  # first particle row of each jet of each piece
-        self.sources: list[
-            tuple[np.ndarray, np.ndarray] | None
-        ] = []  # rows_with_zero of its features, vectors
+        # the features and vectors of each piece as rows with a zero row after the last (rows_with_zero)
+        self.sources: list[tuple[np.ndarray, np.ndarray] | None] = []
         self.part = np.zeros(0, dtype=np.int64)  # piece of each waiting jet
         self.local = np.zeros(0, dtype=np.int64)  # its index in the piece
 
