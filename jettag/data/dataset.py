@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from jettag.data.jets import JetArrays, as_rows
+from jettag.data.jets import JetArrays, as_rows, padding_rows, rows_with_zero
 
 
 class JetDataset(Dataset):
@@ -27,6 +27,10 @@ class JetDataset(Dataset):
         self.jets = jets
         self._features = np.ascontiguousarray(jets.features, dtype=np.float32)
         self._vectors = np.ascontiguousarray(jets.vectors, dtype=np.float32)
+        # as rows with a zero row after the last, for padding by gathering (no copy for the arrays
+        # JetBuilder and JetArrays.concatenate make)
+        self._feature_rows = rows_with_zero(self._features)
+        self._vector_rows = rows_with_zero(self._vectors)
         self.features = torch.from_numpy(self._features)
         self.vectors = torch.from_numpy(self._vectors)
         self.counts = np.asarray(jets.counts, dtype=np.int64)
@@ -40,16 +44,15 @@ class JetDataset(Dataset):
         index = np.atleast_1d(np.asarray(index, dtype=np.int64))
         counts = self.counts[index]
         batch, length = len(index), max(int(counts.max()), 1)
-        # Real particles fill each row from the left: in row-major order the mask's True cells are the
-        # particles of the batch's jets, jet after jet, so one boolean assignment places them all.
         mask = np.arange(length) < counts[:, None]
-        src = np.repeat(self.offsets[index] - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+        rows = padding_rows(self.offsets[index], counts, length, zero=len(self._features))
         channels = self._features.shape[1]
-        x = np.zeros((batch, length, channels), dtype=np.float32)
-        v = np.zeros((batch, length, 4), dtype=np.float32)
-        # whole particles (rows) at a time: several times faster than fancy indexing on the floats
-        as_rows(x.reshape(-1, channels)).reshape(batch, length)[mask] = np.take(as_rows(self._features), src)
-        as_rows(v.reshape(-1, 4)).reshape(batch, length)[mask] = np.take(as_rows(self._vectors), src)
+        x = np.empty((batch, length, channels), dtype=np.float32)
+        v = np.empty((batch, length, 4), dtype=np.float32)
+        # whole particles (rows) at a time: several times faster than fancy indexing on the floats;
+        # mode="clip" (the rows are in range): with the default "raise", `out` is buffered
+        np.take(self._feature_rows, rows, out=as_rows(x.reshape(-1, channels)), mode="clip")
+        np.take(self._vector_rows, rows, out=as_rows(v.reshape(-1, 4)), mode="clip")
         index_t = torch.from_numpy(index)
         return {
             "x": torch.from_numpy(x),

@@ -55,8 +55,8 @@ class JetArrays:
     def concatenate(cls, parts: Sequence[JetArrays]) -> JetArrays:
         first = parts[0]
         return cls(
-            features=np.concatenate([p.features for p in parts]),
-            vectors=np.concatenate([p.vectors for p in parts]),
+            features=_concatenate_rows([p.features for p in parts]),
+            vectors=_concatenate_rows([p.vectors for p in parts]),
             counts=np.concatenate([p.counts for p in parts]),
             labels=np.concatenate([p.labels for p in parts]),
             truth={k: np.concatenate([p.truth[k] for p in parts]) for k in first.truth},
@@ -106,6 +106,22 @@ def _zero_row_buffer(rows: int, channels: int) -> np.ndarray:
     out = np.empty((rows + 1, channels), dtype=np.float32)
     out[rows] = 0
     return out
+
+
+def _concatenate_rows(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """`np.concatenate` of (n, C) arrays into a buffer with a zero row after the last."""
+    total = sum(len(a) for a in arrays)
+    out = _zero_row_buffer(total, arrays[0].shape[1])
+    np.concatenate(arrays, out=out[:total])
+    return out[:total]
+
+
+def padding_rows(starts: np.ndarray, counts: np.ndarray, length: int, zero: int) -> np.ndarray:
+    """The source row of every slot of a (jets, length) padded block, flattened: each jet's
+    particles from its first row `starts`, then the `zero` row (`rows_with_zero`) for its padding.
+    Gathering with it (`np.take`) fills a padded batch in one pass, every value written once."""
+    slot = np.arange(length)
+    return np.where(slot < counts[:, None], starts[:, None] + slot, zero).ravel()
 
 
 def _take_rows_into(array: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:

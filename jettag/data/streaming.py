@@ -44,7 +44,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from jettag.data.dataset import torch_world
-from jettag.data.jets import JetArrays, JetBuilder, ReadPlan, as_rows, rows_with_zero
+from jettag.data.jets import JetArrays, JetBuilder, ReadPlan, as_rows, padding_rows, rows_with_zero
 from jettag.data.memory import keep_freed_memory
 from jettag.data.reader import Chunk, JetFile
 from jettag.errors import DataError
@@ -424,8 +424,7 @@ class _Pool:
             labels[a:b] = jets.labels[at]
             ids[a:b] = jets.observers[JET_ID][at]
         length = max(int(counts.max()), 1)
-        slot = np.arange(length)
-        mask = slot < counts[:, None]
+        mask = np.arange(length) < counts[:, None]
         channels = self.parts[pieces[0]].features.shape[1]
         x = np.empty((size, length, channels), dtype=np.float32)
         v = np.empty((size, length, 4), dtype=np.float32)
@@ -434,8 +433,7 @@ class _Pool:
         x_rows, v_rows = as_rows(x.reshape(-1, channels)), as_rows(v.reshape(-1, 4))
         for p, a, b in zip(pieces.tolist(), firsts.tolist(), ends, strict=True):
             features, vectors = self.sources[p]
-            zero = len(features) - 1
-            rows = np.where(mask[a:b], starts[a:b, None] + slot, zero).ravel()
+            rows = padding_rows(starts[a:b], counts[a:b], length, zero=len(features) - 1)
             # mode="clip" (the rows are in range): with the default "raise", `out` is buffered
             np.take(features, rows, out=x_rows[a * length : b * length], mode="clip")
             np.take(vectors, rows, out=v_rows[a * length : b * length], mode="clip")
