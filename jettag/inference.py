@@ -23,10 +23,13 @@ from tqdm.auto import tqdm
 from jettag.data.dataset import JetDataset
 from jettag.data.expressions import parse_new_variables
 from jettag.data.jets import JetBuilder
+from jettag.data.labels import JETCLASS_LABELS
 from jettag.data.reader import JetFile, resolve_files
 from jettag.errors import ConfigError
 from jettag.features.sets import FeatureSet
-from jettag.pipeline import build_features, build_model, load_checkpoint
+from jettag.models.weaver.state import weaver_num_classes
+from jettag.paths import config_dir
+from jettag.pipeline import build_features, build_model, is_jettag_checkpoint, read_torch_file
 
 # A column added to every chunk so that the builder carries each kept jet's entry number along.
 _ENTRY = "__jettag_entry"
@@ -60,24 +63,105 @@ def checkpoint_of(run_dir: str | None, ckpt_path: str | None) -> Path:
     )
 
 
-def load_trained(path: str | Path) -> TrainedModel:
-    checkpoint = load_checkpoint(path)
-    meta = checkpoint["jettag"]
+def load_trained(path: str | Path, features: str | Mapping | None = None) -> TrainedModel:
+    """The network of a jettag checkpoint, or of a weaver-core ParT / ParticleNet file (e.g. the published
+    ParT_kinpid.pt) with its feature set: `features` (a name of configs/features, kin, kinpid or full, or
+    a feature-set config) or, by default, the published set of the file's input size. A jettag
+    checkpoint carries its own feature list."""
+    content = read_torch_file(path)
+    if not is_jettag_checkpoint(content):
+        return _load_weaver_file(content, Path(path), features)
+    if features is not None:
+        raise ConfigError(
+            f"features is for weaver-core files; '{path}' is a jettag checkpoint, which carries "
+            "its own feature list: leave features unset."
+        )
+    meta = content["jettag"]
     config = meta.get("config")
     if not config:
         raise ConfigError(
             f"'{path}' does not hold its training configuration; use a checkpoint written by jettag-train."
         )
-    features = build_features(config["features"])
+    config = as_written(config)
+    feature_set = build_features(config["features"])
     class_names = list(meta["class_names"])
     # the checkpoint holds the weights: a `weights` file the run started from is not needed
-    model = build_model(config["model"], features.num_features, len(class_names), load_weights=False)
+    model = build_model(
+        config["model"], feature_set.num_features, len(class_names), load_weights=False,
+        feature_names=feature_set.names,
+    )  # fmt: skip
     prefix = "model."
-    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in content["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(state)
     return TrainedModel(
-        model.eval(), features, class_names, int(meta.get("background", 0)), config, Path(path)
+        model.eval(), feature_set, class_names, int(meta.get("background", 0)), config, Path(path)
     )
+
+
+def as_written(config: dict) -> dict:
+    """A run config with the settings its jettag version used where later versions changed a default.
+
+    ParticleNet before the published neighbour rule (configs without `neighbours`): only real particles
+    were neighbours, and the first block's coordinates came from the four-vectors.
+    """
+    model = dict(config.get("model") or {})
+    if str(model.get("_target_", "")).endswith("ParticleNet") and "neighbours" not in model:
+        config = {**config, "model": {**model, "neighbours": "real", "points": None}}
+    return config
+
+
+# the feature set of a weaver-core file, by its input size (the published JetClass models)
+FEATURES_BY_SIZE = {7: "kin", 13: "kinpid", 17: "full"}
+
+
+def _load_weaver_file(content, path: Path, features: str | None) -> TrainedModel:
+    from jettag.models.weaver import load_weaver_weights, model_config, read_weaver_state_dict
+
+    name = f"'{path}'"
+    if not isinstance(content, Mapping) or not all(isinstance(v, torch.Tensor) for v in content.values()):
+        raise ConfigError(
+            f"{name} is neither a jettag checkpoint nor a weaver-core state dict; give a checkpoint of "
+            "jettag-train or a published ParT / ParticleNet file."
+        )
+    state, _ = read_weaver_state_dict(content)
+    model_cfg = model_config(state, name)
+    input_bn = state.get("embed.input_bn.weight", state.get("bn_fts.weight"))
+    size = int(input_bn.shape[0]) if input_bn is not None else None
+    features = features or FEATURES_BY_SIZE.get(size)
+    if features is None:
+        raise ConfigError(
+            f"{name} takes {size} input features, not a published set (kin 7, kinpid 13, full 17); "
+            "name its feature set with features=<kin|kinpid|full>."
+        )
+    feature_set = shipped_features(features) if isinstance(features, str) else build_features(features)
+    if feature_set.num_features != size:
+        raise ConfigError(
+            f"{name} takes {size} input features but features={feature_set.name} has {feature_set.num_features}; "
+            f"use features={FEATURES_BY_SIZE.get(size, '...')}."
+        )
+    num_classes = weaver_num_classes(state)
+    labels = list(JETCLASS_LABELS) if num_classes == len(JETCLASS_LABELS) else None
+    class_names = labels or [f"class{i}" for i in range(num_classes)]
+    model = build_model(model_cfg, feature_set.num_features, num_classes, feature_names=feature_set.names)
+    load_weaver_weights(model, state, key="ckpt_path")
+    config = {
+        "model": model_cfg,
+        "features": feature_set.to_config(),
+        "data": {"treename": "tree", "labels": labels, "observers": [], "branches": {}},
+        "source": f"weaver-core file {path}",
+    }
+    return TrainedModel(model.eval(), feature_set, class_names, 0, config, path)
+
+
+def shipped_features(name: str) -> FeatureSet:
+    """A feature set of configs/features by name."""
+    from omegaconf import OmegaConf
+
+    file = config_dir() / "features" / f"{name}.yaml"
+    if not file.is_file():
+        known = ", ".join(sorted(p.stem for p in file.parent.glob("*.yaml")))
+        raise ConfigError(f"features={name} is not a feature set of jettag; choose from {known}.")
+    return build_features(OmegaConf.to_container(OmegaConf.load(file)))
 
 
 def choose_device(device: str) -> torch.device:

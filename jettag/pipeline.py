@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import hydra
@@ -47,14 +48,31 @@ def build_datamodule(data_cfg, features: FeatureSet, seed: int = 0) -> JetDataMo
         ) from None
 
 
-def build_model(model_cfg, input_dim: int, num_classes: int, load_weights: bool = True) -> nn.Module:
-    """The model of `model_cfg`; `weights` (a weaver-core ParT state dict) is loaded into it if set."""
+def build_model(
+    model_cfg,
+    input_dim: int,
+    num_classes: int,
+    load_weights: bool = True,
+    feature_names: Sequence[str] | None = None,
+) -> nn.Module:
+    """The model of `model_cfg`; `weights` (a weaver-core ParT or ParticleNet state dict) is loaded into it
+    if set. Models that find inputs by name (ParticleNet's `points`) are given `feature_names`."""
     settings = as_dict(model_cfg)
     weights = settings.pop("weights", None)
-    model = hydra.utils.instantiate(settings, input_dim=input_dim, num_classes=num_classes)
+    extra = {}
+    if feature_names is not None and "feature_names" in _parameters(settings.get("_target_")):
+        extra["feature_names"] = list(feature_names)
+    model = hydra.utils.instantiate(settings, input_dim=input_dim, num_classes=num_classes, **extra)
     if weights and load_weights:
         attach_weights(model, weights)
     return model
+
+
+def _parameters(target: str | None) -> set[str]:
+    try:
+        return set(inspect.signature(hydra.utils.get_class(target)).parameters) if target else set()
+    except Exception:  # not a class jettag can inspect: instantiate reports what is wrong
+        return set()
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -79,17 +97,26 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(ckpt_path)
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def read_torch_file(path: str | Path, key: str = "ckpt_path"):
+    """The content of a PyTorch file, or one sentence naming `key` and the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"ckpt_path: the checkpoint '{path}' does not exist; check the path.")
+        raise ConfigError(f"{key}: the checkpoint '{path}' does not exist; check the path.")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
         raise ConfigError(
-            f"cannot read the checkpoint '{path}' ({err}); is it a complete PyTorch file?"
+            f"{key}: cannot read the checkpoint '{path}' ({err}); is it a complete PyTorch file?"
         ) from None
-    if not isinstance(checkpoint, Mapping) or "jettag" not in checkpoint or "state_dict" not in checkpoint:
+
+
+def is_jettag_checkpoint(content) -> bool:
+    return isinstance(content, Mapping) and "jettag" in content and "state_dict" in content
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    checkpoint = read_torch_file(path)
+    if not is_jettag_checkpoint(checkpoint):
         raise ConfigError(
             f"'{path}' is not a checkpoint written by jettag-train (it lacks the run configuration)."
         )

@@ -27,7 +27,7 @@ log = logging.getLogger("jettag.eval")
 def evaluate(cfg: DictConfig) -> float:
     ckpt_path = checkpoint_of(cfg.run_dir, cfg.ckpt_path)
     # the network with the checkpoint's weights (a `model.weights` file the run started from is not needed)
-    trained = load_trained(ckpt_path)
+    trained = load_trained(ckpt_path, cfg.get("features") or None)
     train_cfg, features, model = trained.config, trained.features, trained.model
 
     data_cfg = dict(train_cfg["data"])

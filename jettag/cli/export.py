@@ -41,7 +41,7 @@ def export(cfg: DictConfig) -> float:
 
     quiet_exporter()
     checkpoint = checkpoint_of(cfg.run_dir, cfg.ckpt_path)
-    trained = load_trained(checkpoint)
+    trained = load_trained(checkpoint, cfg.get("features") or None)
     output = Path(cfg.output) if cfg.output else default_output(checkpoint)
     if output.suffix != ".onnx":
         raise ConfigError(

@@ -22,7 +22,7 @@ from jettag.pipeline import as_dict
 
 def predict(cfg: DictConfig) -> int:
     device = choose_device(cfg.device)
-    trained = load_trained(checkpoint_of(cfg.run_dir, cfg.ckpt_path))
+    trained = load_trained(checkpoint_of(cfg.run_dir, cfg.ckpt_path), cfg.get("features") or None)
     data = dict(trained.config["data"])
     data.update({k: v for k, v in as_dict(cfg.data).items() if v is not None})
     files = cfg.files if isinstance(cfg.files, str) else list(cfg.files or [])

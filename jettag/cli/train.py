@@ -38,7 +38,9 @@ def train(cfg: DictConfig) -> float | None:
     features = build_features(cfg.features)
     datamodule = build_datamodule(cfg.data, features, cfg.seed)
     datamodule.setup("fit")  # read the data now: input errors surface before training starts
-    model = build_model(cfg.model, features.num_features, datamodule.num_classes)
+    model = build_model(
+        cfg.model, features.num_features, datamodule.num_classes, feature_names=features.names
+    )
     task = hydra.utils.instantiate(
         cfg.task, model=model, class_names=datamodule.class_names, background=datamodule.background
     )

@@ -9,21 +9,32 @@ neighbours in the (eta, phi) plane, later blocks in the feature space of the blo
 The default sizes are the published configuration, as in the ParT paper's JetClass baseline:
 k = 16, EdgeConv MLPs (64, 64, 64), (128, 128, 128), (256, 256, 256), no fusion layer, FC 256
 with dropout 0.1 (370k parameters for 17 inputs and 10 classes). `use_fusion=True` adds
-weaver-core's optional fusion layer (concatenated block outputs -> 1x1 conv, BN, ReLU).
+weaver-core's optional fusion layer (concatenated block outputs -> 1x1 conv, BN, ReLU). A block
+whose input width equals its output width adds its input unchanged (no shortcut layer), as in
+weaver-core.
 
 Channels-last throughout, so the 1x1 convolutions of the reference are `nn.Linear` layers.
 
-First-block coordinates: the (eta, phi) plane, from the four-vectors `v`. Distances use
-differences eta_i - eta_j and phi_i - phi_j wrapped into [-pi, pi), which equal the differences
-of the (deta, dphi) features relative to any jet axis (the sign flip of deta for jets at negative
-eta does not change a distance). The model therefore needs no feature indices and works with any
-feature set.
+First-block coordinates (`points`): the feature columns `part_deta`, `part_dphi` when the model is
+built with its feature names and the set has them, as weaver-core's `pf_points` (squared
+distances evaluated in the reference's order of operations, so the same neighbours are found);
+otherwise eta and phi from the four-vectors `v`, phi differences wrapped (the same distances
+for any jet, since deta_i - deta_j = +-(eta_i - eta_j)).
 
-Padding: padded particles are never neighbours (their distances are masked), never centres that
-count, excluded from every batch-norm statistic (edges to invalid neighbours included) and from
-the pooling. A particle takes min(k, n - 1) neighbours in a jet of n real particles and averages
-over those; a lone particle has no neighbours, so its EdgeConv output is the shortcut alone.
-Scores therefore do not depend on how far a jet is padded (up to ties in distance).
+Neighbours of particles in jets with few particles (`neighbours`):
+- "reference" (default): every real particle has exactly k neighbours, the k nearest other
+  particles; in a jet of n <= k particles the k - n + 1 missing ones are padded slots, whose
+  features are zero, so they add edges [x_i, -x_i]; the mean runs over k. This is weaver-core's
+  rule (its k-NN takes the k nearest of all slots, padded ones shifted far away), with which the
+  published ParticleNet models were trained, and jettag reproduces their scores with it.
+- "real": only real particles are neighbours: a particle takes min(k, n - 1) of them and averages
+  over those; a lone particle has no edges, so its EdgeConv output is the shortcut alone.
+Either way the scores do not depend on how far a jet is padded (up to ties in distance).
+
+Batch norm: statistics come from real particles and from the edges of real particles only
+(padded centres never count). weaver-core's come from every slot of its fixed 128-particle
+padding; in eval mode, with running statistics, both are the same affine map. When fine-tuning a
+published model, `task.freeze_batchnorm=true` keeps its statistics.
 """
 
 from __future__ import annotations
@@ -50,9 +61,13 @@ def angular_distances(v: torch.Tensor) -> torch.Tensor:
 
 
 def feature_distances(x: torch.Tensor) -> torch.Tensor:
-    """(B, N, C) -> (B, N, N) squared Euclidean distances, through one batched matmul."""
+    """(B, N, C) -> (B, N, N) squared Euclidean distances, through one batched matmul.
+
+    Evaluated as (|x_i|^2 - 2 x_i.x_j) + |x_j|^2 and clamped at 0, weaver-core's k-NN distance in its
+    order of operations, so that near ties are broken the same way.
+    """
     sq = x.square().sum(-1)
-    return sq[:, :, None] + sq[:, None, :] - 2 * x @ x.transpose(1, 2)
+    return ((sq[:, :, None] + -2 * (x @ x.transpose(1, 2))) + sq[:, None, :]).clamp(min=0)
 
 
 def nearest_neighbours(distances: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
@@ -70,12 +85,16 @@ def nearest_neighbours(distances: torch.Tensor, mask: torch.Tensor, k: int) -> t
     return idx, valid
 
 
+NEIGHBOUR_RULES = ("reference", "real")
+
+
 class EdgeConv(nn.Module):
     """EdgeConv block: edge MLP on [x_i, x_j - x_i], mean over neighbours, shortcut, ReLU."""
 
-    def __init__(self, input_dim: int, dims: Sequence[int], k: int):
+    def __init__(self, input_dim: int, dims: Sequence[int], k: int, neighbours: str = "reference"):
         super().__init__()
         self.k = k
+        self.neighbours = neighbours
         self.linears = nn.ModuleList()
         self.norms = nn.ModuleList()
         in_dim = 2 * input_dim
@@ -83,24 +102,41 @@ class EdgeConv(nn.Module):
             self.linears.append(nn.Linear(in_dim, dim, bias=False))  # the norm's shift is the bias
             self.norms.append(MaskedBatchNorm1d(dim))
             in_dim = dim
-        self.shortcut = nn.Linear(input_dim, dims[-1], bias=False)
-        self.shortcut_norm = MaskedBatchNorm1d(dims[-1])
+        self.shortcut = self.shortcut_norm = None
+        if input_dim != dims[-1]:
+            self.shortcut = nn.Linear(input_dim, dims[-1], bias=False)
+            self.shortcut_norm = MaskedBatchNorm1d(dims[-1])
 
     def forward(self, x: torch.Tensor, distances: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         idx, valid = nearest_neighbours(distances, mask, self.k)  # (B, N, k')
-        rows = torch.arange(x.shape[0], device=x.device)[:, None, None]
-        neighbours = x[rows, idx]  # (B, N, k', C)
+        batch, length, _ = x.shape
+        if self.neighbours == "reference":
+            # k neighbours for every real particle: a missing one is a padded slot, i.e. a zero
+            # particle, here one appended at index N
+            rows_of = F.pad(x, (0, 0, 0, 1))  # (B, N + 1, C)
+            idx = F.pad(
+                idx.masked_fill(~valid, length), (0, self.k - idx.shape[-1]), value=length
+            )  # (B, N, k)
+            edges = mask[:, :, None].expand(batch, length, self.k)
+            count = self.k
+        else:
+            rows_of, edges = x, valid
+            count = valid.sum(-1, keepdim=True).clamp(min=1)
+        rows = torch.arange(batch, device=x.device)[:, None, None]
+        neighbours = rows_of[rows, idx]  # (B, N, k, C)
         centres = x[:, :, None, :].expand_as(neighbours)
-        h = torch.cat((centres, neighbours - centres), dim=-1)  # (B, N, k', 2C)
+        h = torch.cat((centres, neighbours - centres), dim=-1)  # (B, N, k, 2C)
         for linear, norm in zip(self.linears, self.norms, strict=True):
-            h = F.relu(norm(linear(h), valid))  # invalid edges come out as zeros
-        aggregated = h.sum(2) / valid.sum(-1, keepdim=True).clamp(min=1)  # (B, N, D) mean over valid edges
-        out = F.relu(self.shortcut_norm(self.shortcut(x), mask) + aggregated)
-        return out.masked_fill(~mask[..., None], 0)
+            h = F.relu(norm(linear(h), edges))  # edges that do not count come out as zeros
+        aggregated = h.sum(2) / count  # (B, N, D) mean over the edges
+        shortcut = x if self.shortcut is None else self.shortcut_norm(self.shortcut(x), mask)
+        return F.relu(shortcut + aggregated).masked_fill(~mask[..., None], 0)
 
 
 class ParticleNet(nn.Module):
-    """ParticleNet. `conv_params`: (k, MLP widths) per EdgeConv block; `fc_params`: (width, dropout)."""
+    """ParticleNet. `conv_params`: (k, MLP widths) per EdgeConv block; `fc_params`: (width, dropout);
+    `neighbours` and `points`: see the module docstring; `feature_names`: the input columns (given by
+    jettag's model builder), to find the `points` among them."""
 
     def __init__(
         self,
@@ -113,13 +149,23 @@ class ParticleNet(nn.Module):
         ),
         fc_params: Sequence[tuple[int, float]] = ((256, 0.1),),
         use_fusion: bool = False,
+        neighbours: str = "reference",
+        points: Sequence[str] | None = ("part_deta", "part_dphi"),
+        feature_names: Sequence[str] | None = None,
     ):
         super().__init__()
+        if neighbours not in NEIGHBOUR_RULES:
+            raise ValueError(f"model.neighbours={neighbours!r}; use one of {', '.join(NEIGHBOUR_RULES)}.")
+        self.neighbours = neighbours
+        # columns of x holding the first block's coordinates, or None: (eta, phi) from the four-vectors
+        self.point_columns: list[int] | None = None
+        if points and feature_names and all(p in feature_names for p in points):
+            self.point_columns = [list(feature_names).index(p) for p in points]
         self.input_norm = MaskedBatchNorm1d(input_dim)
         self.blocks = nn.ModuleList()
         dim = input_dim
         for k, dims in conv_params:
-            self.blocks.append(EdgeConv(dim, tuple(dims), int(k)))
+            self.blocks.append(EdgeConv(dim, tuple(dims), int(k), neighbours))
             dim = dims[-1]
         self.fusion = None
         if use_fusion:
@@ -141,7 +187,12 @@ class ParticleNet(nn.Module):
         h = self.input_norm(x, mask)  # (B, N, C), zero on padding
         outputs = []
         for i, block in enumerate(self.blocks):
-            distances = angular_distances(v) if i == 0 else feature_distances(h)  # (B, N, N)
+            if i > 0:
+                distances = feature_distances(h)  # (B, N, N)
+            elif self.point_columns is not None:
+                distances = feature_distances(x[..., self.point_columns].float())
+            else:
+                distances = angular_distances(v)
             h = block(h, distances, mask)  # (B, N, D_block)
             outputs.append(h)
         if self.fusion is not None:

@@ -12,62 +12,15 @@ with the tensors jettag feeds its models on the Pythia jets shipped with jettag.
 
 from __future__ import annotations
 
-import awkward as ak
 import numpy as np
 import pytest
 import uproot
 from omegaconf import OmegaConf
+from published import KINPID, LENGTH, PUBLISHED, published_inputs, read_pt_ordered
 
 from jettag.data import JetDataModule
 from jettag.features.sets import FeatureSet
 from jettag.paths import config_dir, sample_path
-
-# (name, subtract_by, multiply_by, clip_min, clip_max); None = no transformation
-KIN = [
-    ("part_pt_log", 1.7, 0.7, -5, 5),
-    ("part_e_log", 2.0, 0.7, -5, 5),
-    ("part_logptrel", -4.7, 0.7, -5, 5),
-    ("part_logerel", -4.7, 0.7, -5, 5),
-    ("part_deltaR", 0.2, 4.0, -5, 5),
-    ("part_deta", None, None, None, None),
-    ("part_dphi", None, None, None, None),
-]
-KINPID = [
-    ("part_pt_log", 1.7, 0.7, -5, 5),
-    ("part_e_log", 2.0, 0.7, -5, 5),
-    ("part_logptrel", -4.7, 0.7, -5, 5),
-    ("part_logerel", -4.7, 0.7, -5, 5),
-    ("part_deltaR", 0.2, 4.0, -5, 5),
-    ("part_charge", None, None, None, None),
-    ("part_isChargedHadron", None, None, None, None),
-    ("part_isNeutralHadron", None, None, None, None),
-    ("part_isPhoton", None, None, None, None),
-    ("part_isElectron", None, None, None, None),
-    ("part_isMuon", None, None, None, None),
-    ("part_deta", None, None, None, None),
-    ("part_dphi", None, None, None, None),
-]
-FULL = [
-    ("part_pt_log", 1.7, 0.7, -5, 5),
-    ("part_e_log", 2.0, 0.7, -5, 5),
-    ("part_logptrel", -4.7, 0.7, -5, 5),
-    ("part_logerel", -4.7, 0.7, -5, 5),
-    ("part_deltaR", 0.2, 4.0, -5, 5),
-    ("part_charge", None, None, None, None),
-    ("part_isChargedHadron", None, None, None, None),
-    ("part_isNeutralHadron", None, None, None, None),
-    ("part_isPhoton", None, None, None, None),
-    ("part_isElectron", None, None, None, None),
-    ("part_isMuon", None, None, None, None),
-    ("part_d0", None, None, None, None),
-    ("part_d0err", 0, 1, 0, 1),
-    ("part_dz", None, None, None, None),
-    ("part_dzerr", 0, 1, 0, 1),
-    ("part_deta", None, None, None, None),
-    ("part_dphi", None, None, None, None),
-]
-PUBLISHED = {"kin": KIN, "kinpid": KINPID, "full": FULL}
-LENGTH = 128
 
 
 def feature_set(name: str) -> FeatureSet:
@@ -86,62 +39,32 @@ def test_columns_by_name(name):
     assert got == PUBLISHED[name]
 
 
-def published_values(arrays: ak.Array, column: str) -> ak.Array:
-    """One input variable as the data configs define it, from the file's branches."""
-    pt = np.hypot(arrays.part_px, arrays.part_py)
-    formulas = {
-        "part_pt_log": lambda: np.log(pt),
-        "part_e_log": lambda: np.log(arrays.part_energy),
-        "part_logptrel": lambda: np.log(pt / arrays.jet_pt),
-        "part_logerel": lambda: np.log(arrays.part_energy / arrays.jet_energy),
-        "part_deltaR": lambda: np.hypot(arrays.part_deta, arrays.part_dphi),
-        "part_d0": lambda: np.tanh(arrays.part_d0val),
-        "part_dz": lambda: np.tanh(arrays.part_dzval),
-    }
-    return formulas[column]() if column in formulas else arrays[column]
-
-
 @pytest.mark.parametrize("name", list(PUBLISHED))
 def test_columns_by_value_on_generated_jets(name):
     path = str(sample_path("top_qcd_val.root"))
-    arrays = uproot.open(path)["tree"].arrays()
     # particles in decreasing pT, the JetClass convention (the sample's stored momenta are rounded, which
     # swaps a few near-equal neighbours; jettag orders them, as files are meant to be)
-    order = ak.argsort(np.hypot(arrays.part_px, arrays.part_py), ascending=False, stable=True)
-    arrays = ak.zip(
-        {f: arrays[f][order] if f.startswith("part_") else arrays[f] for f in arrays.fields}, depth_limit=1
-    )
-    n_jets = len(arrays)
-    counts = np.minimum(ak.to_numpy(ak.num(arrays.part_px)), LENGTH)
-    assert counts.min() > 0
-
-    expected = np.zeros((n_jets, LENGTH, len(PUBLISHED[name])), dtype=np.float64)
-    for c, (column, center, scale, lo, hi) in enumerate(PUBLISHED[name]):
-        values = published_values(arrays, column)
-        padded = ak.to_numpy(ak.fill_none(ak.pad_none(values, LENGTH, clip=True), 0.0)).astype(np.float64)
-        if center is not None:
-            padded = np.clip((padded - center) * scale, lo, hi)
-        expected[:, :, c] = padded * (np.arange(LENGTH) < counts[:, None])
+    arrays = read_pt_ordered(path)
+    expected = published_inputs(arrays, name, LENGTH, wrap=False)  # channels first, zero padding
 
     data = JetDataModule(
         feature_set(name), test_files=[path], labels=["label_QCD", "label_Tbqq"], progress=False
     )
     data.setup("test")
     dataset = data.dataset("test")
-    assert len(dataset) == n_jets
-    batch = dataset[np.arange(n_jets)]
+    assert len(dataset) == len(arrays)
+    batch = dataset[np.arange(len(arrays))]
     x, mask = batch["x"].numpy(), batch["mask"].numpy()
-    assert x.shape[2] == len(PUBLISHED[name])
-    np.testing.assert_array_equal(mask.sum(1), counts)
     width = x.shape[1]
+    assert x.shape[2] == len(PUBLISHED[name]) and width <= LENGTH
+    np.testing.assert_array_equal(mask, expected["mask"][:, 0, :width] == 1)
     for c, (column, *_) in enumerate(PUBLISHED[name]):
         np.testing.assert_allclose(
-            x[:, :, c], expected[:, :width, c], rtol=1e-5, atol=2e-6, err_msg=f"{name}: column {c} {column}"
+            x[:, :, c], expected["features"][:, c, :width], rtol=1e-5, atol=2e-6, err_msg=f"{name}: {column}"
         )
-    # the four-vectors too, as (px, py, pz, E)
-    for c, branch in enumerate(("part_px", "part_py", "part_pz", "part_energy")):
-        padded = ak.to_numpy(ak.fill_none(ak.pad_none(arrays[branch], width, clip=True), 0.0))
-        np.testing.assert_allclose(batch["v"][..., c].numpy(), padded, rtol=1e-6, err_msg=branch)
+    np.testing.assert_allclose(
+        batch["v"].numpy(), expected["lorentz_vectors"][:, :, :width].transpose(0, 2, 1), rtol=1e-6
+    )
 
 
 # kinpid as jettag wrote it before it took the published order: part_deta, part_dphi at columns 5-6

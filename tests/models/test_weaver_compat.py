@@ -17,10 +17,24 @@ from helpers import toy_jets
 
 from jettag.errors import ConfigError
 from jettag.models import ParticleTransformer
-from jettag.models.weaver import REFERENCE_WEAVER_KWARGS, load_weaver_weights, weaver_key_map
+from jettag.models.weaver import load_weaver_weights, weaver_key_map
 from jettag.pipeline import build_model
 
-REFERENCE = dict(jettag=dict(), weaver=REFERENCE_WEAVER_KWARGS)
+# the published models' arguments (particle_transformer's networks/example_ParticleTransformer.py)
+PUBLISHED_WEAVER_KWARGS = dict(
+    pair_input_dim=4,
+    use_pre_activation_pair=False,
+    embed_dims=[128, 512, 128],
+    pair_embed_dims=[64, 64, 64],
+    num_heads=8,
+    num_layers=8,
+    num_cls_layers=2,
+    cls_block_params={"dropout": 0, "attn_dropout": 0, "activation_dropout": 0},
+    fc_params=[],
+)
+REFERENCE = dict(jettag=dict(), weaver=PUBLISHED_WEAVER_KWARGS)
+# ParT plain: weaver's ParticleTransformer without pair inputs (no interaction bias)
+PLAIN = dict(jettag=dict(use_interaction=False), weaver={**PUBLISHED_WEAVER_KWARGS, "pair_input_dim": 0})
 # weaver's own defaults where the reference differs: no GELU after the pair embedding, MLP head
 SMALL = dict(
     jettag=dict(
@@ -73,7 +87,8 @@ def jets(num_features: int, n_jets: int = 12, seed: int = 3):
     pid = ["part_charge", "part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton", "part_isElectron"]
     extra = [pad(name) for name in [*pid, "part_isMuon"]]
     extra += [pad("part_d0val").tanh(), pad("part_d0err"), pad("part_dzval").tanh(), pad("part_dzerr")]
-    x = torch.stack((kin + extra)[:num_features], dim=-1).clamp(-5, 5)
+    # the published column orders: part_deta, part_dphi last (7, 13 or 17 columns)
+    x = torch.stack([*kin[:5], *extra[: num_features - 7], *kin[5:]], dim=-1).clamp(-5, 5)
     return x * mask[..., None], v * mask[..., None], mask
 
 
@@ -124,8 +139,8 @@ def old_naming(state: dict) -> dict:
 
 @pytest.mark.parametrize(
     ("config", "input_dim"),
-    [(REFERENCE, 7), (REFERENCE, 13), (REFERENCE, 17), (SMALL, 7)],
-    ids=["reference-kin", "reference-kinpid", "reference-full", "small-kin"],
+    [(REFERENCE, 7), (REFERENCE, 13), (REFERENCE, 17), (PLAIN, 13), (SMALL, 7)],
+    ids=["reference-kin", "reference-kinpid", "reference-full", "plain-kinpid", "small-kin"],
 )
 def test_logits_match_weaver(config, input_dim, tmp_path):
     pytest.importorskip("weaver.nn.model.ParticleTransformer", reason="weaver-core is not installed")
@@ -236,7 +251,9 @@ def test_build_model_honours_weights(tmp_path):
     model = build_model(cfg, 7, 2)
     torch.testing.assert_close(model.head.weight, source.head.weight)
     assert build_model({**cfg, "weights": None}, 7, 2).head.weight.shape == (2, 16)
-    with pytest.raises(ConfigError, match="only supported for the ParticleTransformer"):
+    with pytest.raises(
+        ConfigError, match="load into the ParticleTransformer and ParticleNet, not ParticleFlowNetwork"
+    ):
         build_model(
             {"_target_": "jettag.models.ParticleFlowNetwork", "weights": str(tmp_path / "w.pt")}, 7, 2
         )

@@ -1,0 +1,138 @@
+"""Published-format weaver-core files score files in jettag as weaver-core scores them, end to end.
+
+Files are made as the published ParT_{kin,kinpid}.pt and ParticleNet_{kin,kinpid}.pt were: weaver-core's
+models built as particle_transformer's networks/example_{ParticleTransformer,ParticleNet}.py build
+them (arguments written out here), every weight and batch-norm statistic randomized, saved with the
+`mod.` prefix of weaver's wrapper. jettag reads them with no model or feature config (`jettag-predict
+ckpt_path=<file>`: architecture from the tensor shapes, feature set from the input size) and scores a
+ROOT file of Pythia jets through its own data pipeline. The reference is weaver-core's model fed the
+published inputs computed in the test from the file's branches (tests/published.py), padded to 128 as
+weaver's loader pads them. Any difference of column order, feature definition, neighbour rule or
+weight mapping shows as a score difference.
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+import pytest
+import torch
+import uproot
+from helpers import run_cli, write_root
+from published import JETCLASS_LABELS, PUBLISHED, published_inputs, randomize, read_pt_ordered
+
+from jettag.inference import load_trained, predict_files
+from jettag.paths import sample_path
+
+# particle_transformer's networks/example_ParticleTransformer.py and example_ParticleNet.py
+PART_KWARGS = dict(
+    pair_input_dim=4,
+    use_pre_activation_pair=False,
+    embed_dims=[128, 512, 128],
+    pair_embed_dims=[64, 64, 64],
+    num_heads=8,
+    num_layers=8,
+    num_cls_layers=2,
+    block_params=None,
+    cls_block_params={"dropout": 0, "attn_dropout": 0, "activation_dropout": 0},
+    fc_params=[],
+    activation="gelu",
+)
+PARTICLENET_KWARGS = dict(
+    conv_params=[(16, (64, 64, 64)), (16, (128, 128, 128)), (16, (256, 256, 256))],
+    fc_params=[(256, 0.1)],
+    use_fusion=False,
+    use_fts_bn=True,
+    use_counts=True,
+)
+SHORT = [1, 3, 16, 17]  # particles kept in the first jets (k = 16 for ParticleNet)
+N_JETS = 40
+
+
+class ParTWrapper(torch.nn.Module):
+    def __init__(self, input_dim):
+        super().__init__()
+        from weaver.nn.model.ParticleTransformer import ParticleTransformer
+
+        self.mod = ParticleTransformer(input_dim=input_dim, num_classes=10, **PART_KWARGS)
+
+    def forward(self, points, features, lorentz_vectors, mask):
+        return self.mod(features, v=lorentz_vectors, mask=mask)
+
+
+class ParticleNetWrapper(torch.nn.Module):
+    def __init__(self, input_dim):
+        super().__init__()
+        from weaver.nn.model.ParticleNet import ParticleNet
+
+        self.mod = ParticleNet(input_dims=input_dim, num_classes=10, trim=False, **PARTICLENET_KWARGS)
+
+    def forward(self, points, features, lorentz_vectors, mask):
+        return self.mod(points, features, mask)
+
+
+@pytest.fixture(scope="module")
+def jets(tmp_path_factory):
+    """Pythia jets of the shipped sample (the first ones cut short) as arrays and as a JetClass ROOT file."""
+    arrays = read_pt_ordered(str(sample_path("top_qcd_test.root")), entry_stop=N_JETS)
+    keep = np.asarray(SHORT + [10_000] * (N_JETS - len(SHORT)))
+    index = ak.local_index(arrays.part_px)
+    branches = {f: arrays[f][index < keep] if f.startswith("part_") else arrays[f] for f in arrays.fields}
+    branches.pop("npart", None)
+    branches["jet_nparticles"] = ak.num(branches["part_px"]).to_numpy().astype(np.float32)
+    path = write_root(
+        tmp_path_factory.mktemp("published") / "jets.root", {k: ak.Array(v) for k, v in branches.items()}
+    )
+    return ak.zip(branches, depth_limit=1), path
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "name"),
+    [
+        (ParTWrapper, "kinpid"),
+        (ParTWrapper, "kin"),
+        (ParticleNetWrapper, "kinpid"),
+        (ParticleNetWrapper, "kin"),
+    ],
+    ids=["ParT_kinpid", "ParT_kin", "ParticleNet_kinpid", "ParticleNet_kin"],
+)
+def test_published_file_scores_as_weaver(wrapper, name, jets, tmp_path):
+    pytest.importorskip("weaver", reason="weaver-core is not installed")
+    arrays, path = jets
+    inputs = {k: torch.from_numpy(v) for k, v in published_inputs(arrays, name).items()}
+    weaver = randomize(wrapper(len(PUBLISHED[name])), lambda m: m(**inputs))
+    with torch.no_grad():
+        expected = torch.softmax(weaver(**inputs), dim=-1).numpy()
+    weights = tmp_path / f"{'ParT' if wrapper is ParTWrapper else 'ParticleNet'}_{name}.pt"
+    torch.save(weaver.state_dict(), weights)
+
+    trained = load_trained(weights)  # features from the input size, architecture from the shapes
+    assert trained.features.names == [f[0] for f in PUBLISHED[name]]
+    assert trained.class_names == JETCLASS_LABELS
+    predict_files(trained, [path], tmp_path / "scores.root", "tree", progress=False)
+    scores = uproot.open(tmp_path / "scores.root")["Events"].arrays(library="np")
+    got = np.stack([scores[f"score_{label}"] for label in JETCLASS_LABELS], 1)
+    print(f"{weights.name}: max |score diff| = {np.abs(got - expected).max():.2e}")
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_jettag_predict_with_a_published_file(jets, tmp_path):
+    """The command of the README: jettag-predict ckpt_path=ParticleNet_kinpid.pt (features named)."""
+    pytest.importorskip("weaver", reason="weaver-core is not installed")
+    arrays, path = jets
+    inputs = {k: torch.from_numpy(v) for k, v in published_inputs(arrays, "kinpid").items()}
+    weaver = randomize(ParticleNetWrapper(13), lambda m: m(**inputs), seed=5)
+    torch.save(weaver.state_dict(), tmp_path / "ParticleNet_kinpid.pt")
+    with torch.no_grad():
+        expected = torch.softmax(weaver(**inputs), dim=-1).numpy()
+    result = run_cli("jettag-predict", f"ckpt_path={tmp_path / 'ParticleNet_kinpid.pt'}", "features=kinpid",
+                     f"files=[{path}]", f"output={tmp_path / 'scores.root'}", "progress=false")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = uproot.open(tmp_path / "scores.root")["Events"].arrays(library="np")
+    got = np.stack([scores[f"score_{label}"] for label in JETCLASS_LABELS], 1)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    # the wrong feature set for the file is one sentence
+    result = run_cli("jettag-predict", f"ckpt_path={tmp_path / 'ParticleNet_kinpid.pt'}", "features=kin",
+                     f"files=[{path}]", f"output={tmp_path / 'other.root'}")  # fmt: skip
+    assert result.returncode == 2
+    assert "takes 13 input features but features=kin has 7; use features=kinpid" in result.stderr
