@@ -521,8 +521,10 @@ class PairEmbed(nn.Module):
         return h
 
     def _plain_layers(self) -> bool:
-        """Whether every batch norm has affine weights and running statistics (the fused path's assumption)."""
-        return all(m.affine and m.track_running_stats for m in self.mlp if isinstance(m, nn.BatchNorm1d))
+        """Whether every batch norm has affine weights and running statistics and is in train mode (the
+        fused path's assumptions; a batch norm in eval mode keeps its statistics, see task.freeze_batchnorm)."""
+        norms = [m for m in self.mlp if isinstance(m, nn.BatchNorm1d)]
+        return all(m.affine and m.track_running_stats and m.training for m in norms)
 
     def forward(self, v: torch.Tensor, mask: torch.Tensor, buckets: Sequence[Bucket]) -> list[torch.Tensor]:
         """One mask (b, H, n, n) per bucket of jets: `v` (B, N, 4), `mask` (B, N), real particles first."""
