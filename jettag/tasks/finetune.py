@@ -17,11 +17,12 @@ Learning rates. The head, and the modules listed in `head_lr_modules` (e.g. the 
 backbone from masked particle modelling, which never trained it), train at lr x `head_lr_factor`;
 `layer_decay` < 1 scales each backbone layer's lr by `layer_decay ** (layers above it)`, counting the
 layers at the backbone's lr (not those in `head_lr_modules`) in the order the model gives
-(`JetTagger.layer_depths`: ParT's embeddings lowest, its final norm highest). `schedule` adds a per-step factor (`jettag.tasks.schedules.FineTuneSchedule`): a warm-up,
-the backbone frozen for `freeze_steps` and then ramped up linearly over `ramp_steps`, and a constant
-or cosine decay. While frozen, the backbone gets no gradient (AdamW's moments and weight decay leave
-it alone) and runs in eval mode; after that it trains as usual. The defaults (no warm-up, no freeze,
-constant) are the ParT paper's recipe: backbone lr 1e-4, head x50, no scheduler.
+(`JetTagger.layer_depths`: ParT's embeddings lowest, its final norm highest). `schedule` adds a per-step
+factor (`jettag.tasks.schedules.FineTuneSchedule`): a warm-up, the backbone frozen for `freeze_steps`
+and then ramped up linearly over `ramp_steps`, and a constant or cosine decay. While frozen, the
+backbone gets no gradient (AdamW's moments and weight decay leave it alone) and runs in eval mode; after
+that it trains as usual. The defaults (no warm-up, no freeze, constant) are the ParT paper's recipe:
+backbone lr 1e-4, head x50, no scheduler.
 
 `freeze_backbone` trains only the head and the `head_lr_modules` (a linear probe): the backbone stays
 in eval mode throughout, so dropout is off and batch-norm statistics do not move.
