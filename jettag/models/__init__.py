@@ -1,5 +1,6 @@
 """Jet tagging models. Each takes (x, v, mask) channels-last and returns class logits."""
 
+from jettag.models.base import JetTagger
 from jettag.models.complexity import count_macs, count_parameters
 from jettag.models.part import ParticleTransformer
 from jettag.models.particlenet import ParticleNet
@@ -8,6 +9,7 @@ from jettag.models.pfn import ParticleFlowNetwork
 from jettag.models.weaver import load_weaver_weights
 
 __all__ = [
+    "JetTagger",
     "ParticleCNN",
     "ParticleFlowNetwork",
     "ParticleNet",

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jettag.features.pairwise import pair_features_from_kinematics, particle_kinematics
+from jettag.models.base import JetTagger
 
 
 def _exporting() -> bool:
@@ -520,8 +521,10 @@ class PairEmbed(nn.Module):
         return h
 
     def _plain_layers(self) -> bool:
-        """Whether every batch norm has affine weights and running statistics (the fused path's assumption)."""
-        return all(m.affine and m.track_running_stats for m in self.mlp if isinstance(m, nn.BatchNorm1d))
+        """Whether every batch norm has affine weights and running statistics and is in train mode (the
+        fused path's assumptions; a batch norm in eval mode keeps its statistics, see task.freeze_batchnorm)."""
+        norms = [m for m in self.mlp if isinstance(m, nn.BatchNorm1d)]
+        return all(m.affine and m.track_running_stats and m.training for m in norms)
 
     def forward(self, v: torch.Tensor, mask: torch.Tensor, buckets: Sequence[Bucket]) -> list[torch.Tensor]:
         """One mask (b, H, n, n) per bucket of jets: `v` (B, N, 4), `mask` (B, N), real particles first."""
@@ -769,7 +772,7 @@ def _head(dim: int, num_classes: int, layers: Sequence[Sequence]) -> nn.Module:
     return nn.Sequential(*modules, nn.Linear(dim, num_classes))
 
 
-class ParticleTransformer(nn.Module):
+class ParticleTransformer(JetTagger):
     """ParT; `use_interaction=False` gives the plain transformer baseline ("ParT plain").
 
     The defaults are the reference configuration (2.14M parameters for 17 inputs, 10 classes),
@@ -931,12 +934,17 @@ class ParticleTransformer(nn.Module):
             attn_mask.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else attn_mask
         )
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Class logits (B, num_classes); no softmax."""
-        return self.forward_head(self.forward_features(x, v, mask))
+    def layer_groups(self) -> list[tuple[str, ...]]:
+        """Embeddings (particle and pair), each particle block, class token with the first class
+        block, each further class block, the final norm on top."""
+        cls_blocks = [f"cls_blocks.{i}" for i in range(len(self.cls_blocks))]
+        return [
+            ("embed", "pair_embed"),
+            *((f"blocks.{i}",) for i in range(len(self.blocks))),
+            ("cls_token", *cls_blocks[:1]),
+            *((name,) for name in cls_blocks[1:]),
+            ("norm",),
+        ]
 
     def reset_head(self, num_classes: int) -> None:
         """A new, freshly initialised head (hidden layers included) for `num_classes`."""

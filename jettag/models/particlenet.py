@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jettag.models.base import JetTagger
 from jettag.models.part import MaskedBatchNorm1d
 
 
@@ -133,7 +134,7 @@ class EdgeConv(nn.Module):
         return F.relu(shortcut + aggregated).masked_fill(~mask[..., None], 0)
 
 
-class ParticleNet(nn.Module):
+class ParticleNet(JetTagger):
     """ParticleNet. `conv_params`: (k, MLP widths) per EdgeConv block; `fc_params`: (width, dropout);
     `neighbours` and `points`: see the module docstring; `feature_names`: the input columns (given by
     jettag's model builder), to find the `points` among them."""
@@ -179,6 +180,7 @@ class ParticleNet(nn.Module):
             dim = width
         self.fc = nn.Sequential(*layers)
         self.dim = dim
+        self.num_classes = num_classes
         self.head = nn.Linear(dim, num_classes)
 
     def forward_features(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -200,12 +202,7 @@ class ParticleNet(nn.Module):
         pooled = h.masked_fill(~mask[..., None], 0).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)  # (B, D)
         return self.fc(pooled)
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Class logits (B, num_classes); no softmax."""
-        return self.forward_head(self.forward_features(x, v, mask))
-
-    def reset_head(self, num_classes: int) -> None:
-        self.head = nn.Linear(self.dim, num_classes)
+    def layer_groups(self) -> list[tuple[str, ...]]:
+        """Input batch norm, each EdgeConv block, the fusion layer, each hidden FC layer."""
+        fusion = [("fusion", "fusion_norm")] if self.fusion is not None else []
+        return [("input_norm",), *self._items("blocks"), *fusion, *self._items("fc")]

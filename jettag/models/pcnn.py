@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jettag.models.base import JetTagger
 from jettag.models.part import MaskedBatchNorm1d
 
 
@@ -62,7 +63,7 @@ class ResNetUnit(nn.Module):
         return F.relu(h) + identity, out_mask
 
 
-class ParticleCNN(nn.Module):
+class ParticleCNN(JetTagger):
     def __init__(
         self,
         input_dim: int,
@@ -86,6 +87,7 @@ class ParticleCNN(nn.Module):
             dim = width
         self.fc = nn.Sequential(*layers)
         self.dim = dim
+        self.num_classes = num_classes
         self.head = nn.Linear(dim, num_classes)
 
     def forward_features(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -98,13 +100,3 @@ class ParticleCNN(nn.Module):
         # padding is zero, so this is the mean over real positions
         pooled = h.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         return self.fc(pooled)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Class logits (B, num_classes); no softmax."""
-        return self.forward_head(self.forward_features(x, v, mask))
-
-    def reset_head(self, num_classes: int) -> None:
-        self.head = nn.Linear(self.dim, num_classes)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from jettag.models.base import JetTagger
+
 
 def mlp(input_dim: int, dims: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -24,7 +26,7 @@ def mlp(input_dim: int, dims: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class ParticleFlowNetwork(nn.Module):
+class ParticleFlowNetwork(JetTagger):
     def __init__(
         self,
         input_dim: int,
@@ -36,19 +38,10 @@ class ParticleFlowNetwork(nn.Module):
         self.phi = mlp(input_dim, phi_dims)
         self.f = mlp(phi_dims[-1], f_dims)
         self.dim = f_dims[-1]
+        self.num_classes = num_classes
         self.head = nn.Linear(self.dim, num_classes)
 
     def forward_features(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The backbone: (B, N, C), (B, N, 4), (B, N) -> (B, D) output of F's hidden layers."""
         latent = self.phi(x).masked_fill(~mask.bool()[..., None], 0)  # (B, N, L); Phi(0) != 0, so mask
         return self.f(latent.sum(1))  # (B, L) -> (B, D)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Class logits (B, num_classes); no softmax."""
-        return self.forward_head(self.forward_features(x, v, mask))
-
-    def reset_head(self, num_classes: int) -> None:
-        self.head = nn.Linear(self.dim, num_classes)

@@ -1,18 +1,24 @@
 """Fine-tuning: the backbone loads bit for bit, the head is new and sized for the classes, the
-learning rates follow the recipe (head x50, layer-wise decay worked out by hand), and a frozen
-backbone does not move during a step."""
+learning rates follow the recipe (head x50, layer-wise decay worked out by hand), a frozen
+backbone does not move during a step, the fine-tuning schedule (warm-up, frozen then ramped
+backbone, cosine decay) gives each parameter the learning rate worked out here step by step, and
+the backbone's features, model type and the schedule's settings are checked in one sentence."""
 
 from __future__ import annotations
 
 import functools
+import math
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
 
 from jettag.errors import ConfigError
-from jettag.models import ParticleTransformer
-from jettag.tasks import FineTuner
+from jettag.models import ParticleCNN, ParticleFlowNetwork, ParticleTransformer
+from jettag.tasks import FineTuner, flat_then_decay
 
 SMALL = dict(embed_dims=(32, 64, 32), pair_embed_dims=(16, 16), num_heads=4, num_layers=2, num_cls_layers=1)
 
@@ -171,3 +177,275 @@ def test_backbone_from_a_weaver_core_file(tmp_path):
         mine["pair_embed.mlp.1.weight"], source["mod.pair_embed.embed.1.weight"][..., 0]
     )
     assert task.model.head.weight.shape == (2, 32)
+
+
+# --- any model, its features, the schedule ---------------------------------------------------------
+
+# P-CNN with layers input_norm (depth 0), stem (1), units.0 (2), units.1 (3, stride 2), fc.0 (4, top)
+PCNN = dict(conv_params=[(4,), (4,), (8,)], fc_params=[(8, 0.0)])
+PCNN_DEPTHS = {"input_norm": 0, "stem": 1, "units.0": 2, "units.1": 3, "fc.0": 4}
+KIN = [["part_pt_log", 1.7, 0.7, -5.0, 5.0], ["part_e_log", 2.0, 0.7, -5.0, 5.0],
+       ["part_logptrel", -4.7, 0.7, -5.0, 5.0], ["part_logerel", -4.7, 0.7, -5.0, 5.0],
+       ["part_deltaR", 0.2, 4.0, -5.0, 5.0], ["part_deta", None], ["part_dphi", None]]  # fmt: skip
+PID = [["part_charge", None], ["part_isChargedHadron", None], ["part_isNeutralHadron", None],
+       ["part_isPhoton", None], ["part_isElectron", None], ["part_isMuon", None]]  # fmt: skip
+KINPID_BEFORE = KIN + PID  # deta, dphi at columns 5-6, as checkpoints written before the reordering
+KINPID_AFTER = KIN[:5] + PID + KIN[5:]
+
+
+def checkpoint_of(path, model, features=None):
+    """`model` saved as jettag-train saves it, with its BN statistics randomized and the run's config."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm1d):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+    config = {"features": {"name": "test", "particle_features": features},
+              "model": {"_target_": f"jettag.models.{type(model).__name__}"}}  # fmt: skip
+    state = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "jettag": {"config": config, "class_names": []}}, path)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def pcnn(num_classes=3, seed=0):
+    torch.manual_seed(seed)
+    return ParticleCNN(7, num_classes, **PCNN)
+
+
+SCHEDULE = dict(freeze_steps=0.25, ramp_steps=4, warmup_steps=2, decay="cosine", final_factor=0.1)
+STEPS, BASE_LR, HEAD_FACTOR, DECAY = 12, 1e-2, 10.0, 0.5
+
+
+def expected_factor(step: int, backbone: bool) -> float:
+    """The lr factor of configs/task/finetune.yaml's description, for SCHEDULE over 12 steps."""
+    warmup, freeze, ramp, final = 2, 3, 4, 0.1  # freeze_steps 0.25 x 12 steps = 3
+    factor = min(1.0, (step + 1) / warmup)
+    if backbone:
+        if step < freeze:
+            return 0.0
+        factor *= min(1.0, (step - freeze + 1) / ramp)
+    start = max(warmup, freeze + ramp)  # the cosine starts at step 7 and ends at step 11
+    if step > start:
+        factor *= final + (1 - final) * (1 + math.cos(math.pi * (step - start) / (STEPS - 1 - start))) / 2
+    return factor
+
+
+class Recorder(L.Callback):
+    """Per optimizer step: each parameter's lr, which parameters have a gradient and AdamW state, the
+    backbone's mode; after the step, the model's tensors."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        names = {id(p): n for n, p in module.model.named_parameters()}
+        self.steps.append({
+            "lr": {names[id(p)]: group["lr"] for group in optimizer.param_groups for p in group["params"]},
+            "grad": {n for n, p in module.model.named_parameters() if p.grad is not None},
+            "adam": {names[id(p)] for p, state in optimizer.state.items() if state},
+            "bn_training": module.model.input_norm.training,
+        })  # fmt: skip
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.steps[-1]["after"] = {k: v.clone() for k, v in module.model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def scheduled_run(tmp_path_factory):
+    """12 optimizer steps of a P-CNN fine-tuned with SCHEDULE, layer decay 0.5 and head lr x10, through Lightning."""
+    path = tmp_path_factory.mktemp("schedule") / "pcnn.ckpt"
+    source = checkpoint_of(path, pcnn())
+    task = FineTuner(pcnn(seed=1), adamw(BASE_LR), backbone=str(path), class_names=["a", "b"],
+                     head_lr_factor=HEAD_FACTOR, layer_decay=DECAY, schedule=SCHEDULE)  # fmt: skip
+    recorder = Recorder()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder])  # fmt: skip
+    batches = [toy_batch(seed=s) for s in range(STEPS)]
+    trainer.fit(task, train_dataloaders=DataLoader(batches, batch_size=None))
+    assert trainer.global_step == STEPS and len(recorder.steps) == STEPS
+    return source, recorder.steps
+
+
+def test_schedule_learning_rates_step_by_step(scheduled_run):
+    # hand-worked values of the description
+    assert expected_factor(0, False) == 0.5 and expected_factor(1, False) == 1.0
+    assert expected_factor(2, True) == 0.0 and expected_factor(3, True) == 0.25
+    assert expected_factor(6, True) == 1.0 and expected_factor(7, True) == 1.0
+    assert expected_factor(9, False) == pytest.approx(0.55) and expected_factor(11, True) == pytest.approx(
+        0.1
+    )
+    _, steps = scheduled_run
+    for step, record in enumerate(steps):
+        # every parameter in one group: input_norm 2, stem 4 (conv, norm), units.0 8, units.1 9 (with its
+        # shortcut), fc.0 2; the head's 2
+        assert len(record["lr"]) == 27
+        for name, lr in record["lr"].items():
+            if name.startswith("head."):
+                expected = BASE_LR * HEAD_FACTOR * expected_factor(step, backbone=False)
+            else:
+                depth = next(d for prefix, d in PCNN_DEPTHS.items() if name.startswith(prefix + "."))
+                expected = BASE_LR * DECAY ** (4 - depth) * expected_factor(step, backbone=True)
+            assert lr == pytest.approx(expected, rel=1e-9, abs=1e-15), (step, name)
+
+
+def test_backbone_frozen_for_the_first_steps_then_trained(scheduled_run):
+    source, steps = scheduled_run
+    backbone = [k for k in source if not k.startswith("head.")]
+    params = {n for n in steps[0]["lr"] if not n.startswith("head.")}
+    previous_head = None
+    for step, record in enumerate(steps):
+        frozen = step < 3
+        after = record["after"]
+        assert record["bn_training"] is not frozen  # eval mode while frozen
+        assert (record["grad"] & params) == (set() if frozen else params)  # no gradient while frozen
+        if frozen:  # parameters and batch-norm statistics as loaded, no AdamW state
+            assert all(torch.equal(after[k], source[k]) for k in backbone), step
+            assert record["adam"] == {"head.weight", "head.bias"} or (step == 0 and not record["adam"])
+        head = after["head.weight"]
+        assert previous_head is None or not torch.equal(head, previous_head), step
+        previous_head = head
+    # step 3 is the backbone's first: AdamW's moments for it start there, and every tensor moves
+    assert steps[3]["adam"] == {"head.weight", "head.bias"}
+    assert steps[4]["adam"] >= params
+    moved = [k for k in backbone if not torch.equal(steps[3]["after"][k], source[k])]
+    assert set(moved) >= params and "input_norm.running_mean" in moved
+
+
+def tiny_part(num_classes=2, seed=7):
+    return new_model(num_classes, seed)
+
+
+@pytest.mark.parametrize("build", [tiny_part, pcnn], ids=["part", "pcnn"])
+@pytest.mark.parametrize("freeze_batchnorm", [True, False])
+def test_freeze_batchnorm_keeps_loaded_statistics(tmp_path, build, freeze_batchnorm):
+    source = checkpoint_of(tmp_path / "pre.ckpt", build(num_classes=5))
+    task = FineTuner(build(num_classes=2, seed=3), adamw(1e-2), backbone=str(tmp_path / "pre.ckpt"),
+                     class_names=["a", "b"], freeze_batchnorm=freeze_batchnorm)  # fmt: skip
+    task.train()
+    norms = {n for n, m in task.model.named_modules() if isinstance(m, nn.BatchNorm1d)}
+    assert len(norms) >= 3 and all(
+        task.model.get_submodule(n).training is not freeze_batchnorm for n in norms
+    )
+    optimizer = task.configure_optimizers()
+    batch = toy_batch()
+    for _ in range(2):
+        optimizer.zero_grad()
+        F.cross_entropy(task(batch), batch["y"]).backward()
+        optimizer.step()
+    after = task.model.state_dict()
+    for key in source:
+        if key.startswith("head."):
+            continue
+        module, _, tensor = key.rpartition(".")
+        if module in norms and tensor in ("running_mean", "running_var", "num_batches_tracked"):
+            assert torch.equal(after[key], source[key]) is freeze_batchnorm, key
+        else:  # every weight trains, the batch norms' affine weights too
+            assert not torch.equal(after[key], source[key]), key
+
+
+def test_probe_trains_the_head_lr_modules(tmp_path):
+    pretrained_checkpoint(tmp_path / "pre.ckpt")
+    fast = ["head", "cls_blocks", "cls_token", "norm"]
+    task = FineTuner(new_model(), adamw(1e-2), backbone=str(tmp_path / "pre.ckpt"), class_names=["a", "b"],
+                     freeze_backbone=True, head_lr_modules=fast)  # fmt: skip
+    task.train()
+    assert not task.model.embed.training and not task.model.blocks.training and task.model.cls_blocks.training
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    optimizer = task.configure_optimizers()
+    named = dict(task.model.named_parameters())
+    trained = {n for n in named if n.split(".")[0] in fast}
+    assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {id(named[n]) for n in trained}
+    batch = toy_batch()
+    for _ in range(2):
+        optimizer.zero_grad()
+        F.cross_entropy(task(batch), batch["y"]).backward()
+        optimizer.step()
+    after = task.model.state_dict()
+    for key, value in before.items():
+        assert torch.equal(after[key], value) is (key not in trained), key
+
+
+def test_frozen_steps_leave_the_backbone_without_gradients(tmp_path):
+    """The schedule's frozen steps with class attention at the head's lr (trained through the graph)."""
+    pretrained_checkpoint(tmp_path / "pre.ckpt")
+    fast = ["head", "cls_blocks", "cls_token", "norm"]
+    task = FineTuner(new_model(), adamw(), backbone=str(tmp_path / "pre.ckpt"), class_names=["a", "b"],
+                     head_lr_modules=fast, schedule={"freeze_steps": 5})  # fmt: skip
+    task.train()
+    batch = toy_batch()
+    for frozen in (True, False):
+        task.set_backbone_frozen(frozen)
+        assert task.model.embed.training is not frozen and task.model.cls_blocks.training
+        task.model.zero_grad(set_to_none=True)
+        F.cross_entropy(task(batch), batch["y"]).backward()
+        for name, param in task.model.named_parameters():
+            assert (param.grad is None) is (frozen and name.split(".")[0] not in fast), name
+
+
+def test_backbone_features_must_be_the_runs(tmp_path):
+    path = tmp_path / "old.ckpt"
+    checkpoint_of(path, pcnn(), features=KINPID_BEFORE)
+    with pytest.raises(ConfigError) as err:
+        FineTuner(pcnn(), adamw(), backbone=str(path), class_names=["a", "b"], feature_names=KINPID_AFTER)
+    message = str(err.value)
+    assert "old.ckpt' was trained on the same 13 particle features in another order" in message
+    assert "column 5 is part_deta there but part_charge here" in message
+    assert "and 5 more columns differ" in message  # columns 5-12 differ
+    assert ("'features.particle_features=[[part_pt_log,1.7,0.7,-5.0,5.0],[part_e_log,2.0,0.7,-5.0,5.0],"
+            "[part_logptrel,-4.7,0.7,-5.0,5.0],[part_logerel,-4.7,0.7,-5.0,5.0],[part_deltaR,0.2,4.0,-5.0,5.0],"
+            "[part_deta,null],[part_dphi,null],[part_charge,null],") in message  # fmt: skip
+    assert message.count(".") >= 1 and "\n" not in message
+    checkpoint_of(path, pcnn(), features=KIN)
+    with pytest.raises(
+        ConfigError, match=r"other particle features than this run's \(part_charge, .* only here\)"
+    ):
+        FineTuner(pcnn(), adamw(), backbone=str(path), class_names=["a", "b"], feature_names=KINPID_AFTER)
+    # the same list (names as plain strings too) loads
+    FineTuner(pcnn(), adamw(), backbone=str(path), feature_names=[e[0] for e in KIN], class_names=["a", "b"])
+
+
+def test_backbone_of_another_model_or_a_weaver_file_of_a_baseline(tmp_path):
+    torch.manual_seed(0)
+    checkpoint_of(tmp_path / "pfn.ckpt", ParticleFlowNetwork(7, 2, phi_dims=(8,), f_dims=(8,)))
+    with pytest.raises(ConfigError, match=r"pfn\.ckpt' has the tensor 'phi\.0\.weight' that this model lacks "
+                                          r"\(it holds a ParticleFlowNetwork, this run builds a ParticleTransformer\)"):  # fmt: skip
+        FineTuner(new_model(), adamw(), backbone=str(tmp_path / "pfn.ckpt"), class_names=["a", "b"])
+    torch.save({"mod.phi.0.weight": torch.ones(8, 7)}, tmp_path / "weaver.pt")
+    with pytest.raises(ConfigError, match=r"weaver\.pt' is not a jettag checkpoint, and weaver-core files exist "
+                                          r"only for ParT and ParticleNet, not ParticleCNN"):  # fmt: skip
+        FineTuner(pcnn(), adamw(), backbone=str(tmp_path / "weaver.pt"), class_names=["a", "b"])
+
+
+FLAT = functools.partial(flat_then_decay, flat_fraction=0.7)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (dict(schedule={"freeze_steps": -1}), r"task\.schedule\.freeze_steps=-1 is negative"),
+        (dict(schedule={"ramp_steps": 2.5}), r"task\.schedule\.ramp_steps=2\.5 is neither a whole number"),
+        (
+            dict(schedule={"warmup_steps": "10"}),
+            r"task\.schedule\.warmup_steps='10' must be a number of steps",
+        ),
+        (
+            dict(schedule={"decay": "linear"}),
+            r"task\.schedule\.decay='linear' is not one of constant, cosine",
+        ),
+        (dict(schedule={"final_factor": 2}), r"task\.schedule\.final_factor=2 must be a number from 0 to 1"),
+        (dict(schedule={"freeze": 100}), r"task\.schedule has no setting 'freeze'"),
+        (dict(layer_decay=0.0), r"task\.layer_decay=0\.0 must lie in \(0, 1\]"),
+        (dict(layer_decay=1.5), r"task\.layer_decay=1\.5 must lie in \(0, 1\]"),
+        (
+            dict(head_lr_modules=["head", "blocks.0"]),
+            r"task\.head_lr_modules: the model has no module 'blocks\.0'",
+        ),
+        (
+            dict(scheduler=FLAT, schedule={"decay": "cosine"}),
+            r"task\.scheduler and task\.schedule are both set",
+        ),
+    ],
+)
+def test_bad_settings_are_one_sentence(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        FineTuner(new_model(), adamw(), backbone="never/read.ckpt", class_names=["a", "b"], **settings)
