@@ -136,3 +136,46 @@ def test_jettag_predict_with_a_published_file(jets, tmp_path):
                      f"files=[{path}]", f"output={tmp_path / 'other.root'}")  # fmt: skip
     assert result.returncode == 2
     assert "takes 13 input features but features=kin has 7; use features=kinpid" in result.stderr
+
+
+def test_finetune_from_published_files(toy_root_files, tmp_path):
+    """task=finetune from a weaver-core ParT and a weaver-core ParticleNet file of the published sizes
+    (kinpid): every backbone tensor is the file's, the 10-class head becomes a new 2-class head."""
+    pytest.importorskip("weaver", reason="weaver-core is not installed")
+    from test_train_eval import FAST, files_overrides
+
+    sources = {}
+    for name, wrapper in (("part", ParTWrapper), ("particlenet", ParticleNetWrapper)):
+        torch.manual_seed(1)
+        weaver = wrapper(13)
+        with torch.no_grad():  # statistics that are not the initial ones, so that keeping them shows
+            for module in weaver.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.running_mean.normal_()
+                    module.running_var.uniform_(0.5, 2.0)
+        sources[name] = {k.removeprefix("mod."): v.clone() for k, v in weaver.state_dict().items()}
+        torch.save(weaver.state_dict(), tmp_path / f"{name}.pt")
+    sweep = tmp_path / "sweep"
+    result = run_cli("jettag-train", "-m", "model=part,particlenet", "features=kinpid", "task=finetune",
+                     f"task.backbone={tmp_path}/${{hydra:runtime.choices.model}}.pt", "task.freeze_batchnorm=true",
+                     "task.optimizer.lr=0", *files_overrides(toy_root_files), *FAST, "features.max_particles=24",
+                     f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, name in enumerate(("part", "particlenet")):
+        tuned = torch.load(
+            sweep / str(job) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+        )
+        state = {k.removeprefix("model."): v for k, v in tuned["state_dict"].items()}
+        assert state["head.weight"].shape[0] == 2
+        if name == "part":
+            pairs = {"blocks.7.fc2.weight": "blocks.7.fc2.weight", "cls_token": "cls_token",
+                     "embed.input_bn.running_mean": "embed.input_bn.running_mean",
+                     "pair_embed.mlp.1.weight": "pair_embed.embed.1.weight"}  # fmt: skip
+        else:
+            pairs = {"input_norm.running_var": "bn_fts.running_var", "blocks.2.linears.2.weight":
+                     "edge_convs.2.convs.2.weight", "blocks.1.shortcut_norm.running_mean":
+                     "edge_convs.1.sc_bn.running_mean", "fc.0.weight": "fc.0.0.weight"}  # fmt: skip
+        for ours, theirs in pairs.items():  # lr 0 and fixed statistics: still the file's tensors
+            torch.testing.assert_close(
+                state[ours], sources[name][theirs].reshape(state[ours].shape), rtol=0, atol=0
+            )

@@ -193,3 +193,48 @@ def test_head_replaced_for_other_classes(caplog):
     torch.testing.assert_close(
         model.blocks[2].linears[2].weight, state["mod.edge_convs.2.convs.2.weight"][..., 0, 0]
     )
+
+
+def test_model_weights_in_a_run_config(tmp_path):
+    """`model=particlenet model.weights=ParticleNet_kin.pt`: the file's tensors, a new head for 2 classes."""
+    pytest.importorskip("weaver.nn.model.ParticleNet", reason="weaver-core is not installed")
+    from jettag.pipeline import build_model
+
+    tiny = dict(conv_params=[(4, (8, 8)), (4, (16,))], fc_params=[(16, 0.1)], use_fusion=False)
+    weaver = Wrapper(input_dims=7, num_classes=10, **tiny)
+    torch.save(weaver.state_dict(), tmp_path / "ParticleNet_kin.pt")
+    cfg = {"_target_": "jettag.models.ParticleNet", **tiny, "weights": str(tmp_path / "ParticleNet_kin.pt")}
+    model = build_model(cfg, 7, 2, feature_names=[f[0] for f in PUBLISHED["kin"]])
+    torch.testing.assert_close(
+        model.blocks[1].linears[0].weight, weaver.mod.edge_convs[1].convs[0].weight[..., 0, 0]
+    )
+    torch.testing.assert_close(model.input_norm.running_var, weaver.mod.bn_fts.running_var)
+    assert model.head.weight.shape == (2, 16) and model.point_columns == [5, 6]
+
+
+def test_checkpoint_of_the_earlier_neighbour_rule_scores_as_before(tmp_path):
+    """A jettag ParticleNet checkpoint written before `neighbours` existed keeps its rule (real neighbours,
+    (eta, phi) from the four-vectors)."""
+    from jettag.inference import load_trained
+
+    torch.manual_seed(0)
+    tiny = dict(conv_params=[[4, [8, 8]], [4, [16]]], fc_params=[[16, 0.1]])
+    before = ParticleNet(7, 2, neighbours="real", points=None, **tiny).eval()
+    features = {
+        "name": "kin",
+        "max_particles": 128,
+        "particle_features": [[f[0], None] for f in PUBLISHED["kin"]],
+    }
+    config = {
+        "model": {"_target_": "jettag.models.ParticleNet", **tiny, "use_fusion": False},
+        "features": features,
+    }
+    torch.save({"state_dict": {f"model.{k}": t for k, t in before.state_dict().items()},
+                "jettag": {"config": config, "class_names": ["QCD", "Top"], "background": 0}},
+               tmp_path / "before.ckpt")  # fmt: skip
+    trained = load_trained(tmp_path / "before.ckpt")
+    assert trained.model.neighbours == "real" and trained.model.point_columns is None
+    inputs = {k: torch.from_numpy(v) for k, v in published_inputs(generated_jets(12), "kin").items()}
+    x, v, mask = channels_last(inputs)
+    with torch.no_grad():
+        torch.testing.assert_close(trained.model(x, v, mask), before(x, v, mask), rtol=0, atol=0)
