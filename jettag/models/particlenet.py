@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jettag.models.base import JetTagger
-from jettag.models.part import MaskedBatchNorm1d
+from jettag.models.part import MaskedBatchNorm1d, masked_batch_norm
 
 
 def angular_distances(v: torch.Tensor) -> torch.Tensor:
@@ -128,9 +128,11 @@ class EdgeConv(nn.Module):
         centres = x[:, :, None, :].expand_as(neighbours)
         h = torch.cat((centres, neighbours - centres), dim=-1)  # (B, N, k, 2C)
         for linear, norm in zip(self.linears, self.norms, strict=True):
-            h = F.relu(norm(linear(h), edges))  # edges that do not count come out as zeros
+            h = F.relu(masked_batch_norm(norm, linear(h), edges))  # edges that do not count come out as zeros
         aggregated = h.sum(2) / count  # (B, N, D) mean over the edges
-        shortcut = x if self.shortcut is None else self.shortcut_norm(self.shortcut(x), mask)
+        shortcut = (
+            x if self.shortcut is None else masked_batch_norm(self.shortcut_norm, self.shortcut(x), mask)
+        )
         return F.relu(shortcut + aggregated).masked_fill(~mask[..., None], 0)
 
 
@@ -186,7 +188,7 @@ class ParticleNet(JetTagger):
     def forward_features(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The backbone: (B, N, C), (B, N, 4), (B, N) -> (B, D) output of the hidden FC layers."""
         mask = mask.bool()
-        h = self.input_norm(x, mask)  # (B, N, C), zero on padding
+        h = masked_batch_norm(self.input_norm, x, mask)  # (B, N, C), zero on padding
         outputs = []
         for i, block in enumerate(self.blocks):
             if i > 0:
@@ -198,7 +200,7 @@ class ParticleNet(JetTagger):
             h = block(h, distances, mask)  # (B, N, D_block)
             outputs.append(h)
         if self.fusion is not None:
-            h = F.relu(self.fusion_norm(self.fusion(torch.cat(outputs, dim=-1)), mask))
+            h = F.relu(masked_batch_norm(self.fusion_norm, self.fusion(torch.cat(outputs, dim=-1)), mask))
         pooled = h.masked_fill(~mask[..., None], 0).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)  # (B, D)
         return self.fc(pooled)
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jettag.models.base import JetTagger
-from jettag.models.part import MaskedBatchNorm1d
+from jettag.models.part import MaskedBatchNorm1d, masked_batch_norm
 
 
 class ConvNorm(nn.Module):
@@ -41,7 +41,7 @@ class ConvNorm(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (B, N', D), N' = ceil(N / stride)
         mask = mask[:, :: self.stride]
-        return self.norm(h, mask), mask
+        return masked_batch_norm(self.norm, h, mask), mask
 
 
 class ResNetUnit(nn.Module):
@@ -93,7 +93,7 @@ class ParticleCNN(JetTagger):
     def forward_features(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The backbone: (B, N, C), (B, N, 4), (B, N) -> (B, D) output of the hidden FC layers."""
         mask = mask.bool()
-        h, mask = self.stem(self.input_norm(x, mask), mask)
+        h, mask = self.stem(masked_batch_norm(self.input_norm, x, mask), mask)
         h = F.relu(h)  # (B, N, stem)
         for unit in self.units:
             h, mask = unit(h, mask)  # (B, N', D): N' halves at each stage after the first

@@ -7,6 +7,7 @@ against the ParT paper's parameter and multiply-add counts; the counters against
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -237,3 +238,19 @@ def test_macs_count_fused_cpu_attention():
 
     n, c = 30, 8
     assert count_macs(Attend(), c, n) == 2 * n * n * c  # Q K^T and A V, all heads
+
+
+@pytest.mark.parametrize("name", ["particlenet", "pcnn"])
+def test_masked_batch_norms_survive_sync_batchnorm(name):
+    """`trainer=ddp` sets sync_batchnorm: Lightning turns every batch norm into nn.SyncBatchNorm. The
+    masked statistics must survive that (same outputs in a single process, train and eval)."""
+    torch.manual_seed(0)
+    model = no_dropout(SMALL[name](7, 3))
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model))
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in synced.modules())
+    batch = toy_batch()
+    for mode in (True, False):
+        model.train(mode)
+        synced.train(mode)
+        with torch.no_grad():
+            torch.testing.assert_close(synced(*batch), model(*batch), rtol=0, atol=0)
