@@ -4,6 +4,8 @@
     jettag-eval ckpt_path=run/checkpoints/best.ckpt data.test_files='[other/*.root]'
 
 The data settings are those the model was trained with; any value set under `data` replaces them.
+`data.labels` may list some of the model's classes (e.g. label_QCD and label_Tbqq of a JetClass model
+on top-vs-QCD files): the scores are then renormalized over those classes.
 The report goes to <run_dir>/eval unless hydra.run.dir says otherwise.
 """
 
@@ -13,7 +15,9 @@ import logging
 from pathlib import Path
 
 import lightning as L
+import torch
 from omegaconf import DictConfig
+from torch import nn
 
 from jettag.cli import hydra_app
 from jettag.errors import ConfigError
@@ -22,6 +26,34 @@ from jettag.pipeline import as_dict, build_datamodule, count_parameters, write_t
 from jettag.tasks.classification import JetClassifier
 
 log = logging.getLogger("jettag.eval")
+
+
+class ClassSubset(nn.Module):
+    """The logits of some of a model's classes: their softmax is each class's score renormalized over them,
+    s_X / sum of the listed classes' scores (for two, the JetClass convention s_X / (s_X + s_QCD))."""
+
+    def __init__(self, model: nn.Module, columns: list[int]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("columns", torch.tensor(columns), persistent=False)
+
+    def forward(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model(x, v, mask)[:, self.columns]
+
+
+def class_subset(model: nn.Module, trained: list[str], wanted: list[str]) -> nn.Module:
+    """`model` restricted to the classes `wanted` (data.labels), which must be classes it was trained for."""
+    unknown = [name for name in wanted if name not in trained]
+    if unknown or len(set(wanted)) < len(wanted) or len(wanted) < 2:
+        raise ConfigError(
+            f"data.labels gives the classes {', '.join(wanted)} but the model was trained for "
+            f"{', '.join(trained)}; list those label branches or two or more of them (their scores are "
+            "then renormalized over the listed classes)."
+        )
+    log.info(
+        "evaluating %d of the model's %d classes; scores renormalized over them", len(wanted), len(trained)
+    )
+    return ClassSubset(model, [trained.index(name) for name in wanted])
 
 
 def evaluate(cfg: DictConfig) -> float:
@@ -34,11 +66,8 @@ def evaluate(cfg: DictConfig) -> float:
     data_cfg.update({k: v for k, v in as_dict(cfg.data).items() if v is not None})
     data_cfg["train_files"] = data_cfg["val_files"] = None
     datamodule = build_datamodule(data_cfg, features, train_cfg.get("seed", 0))
-    if datamodule.num_classes != len(trained.class_names):
-        raise ConfigError(
-            f"data.labels gives {datamodule.num_classes} classes but the model was trained for "
-            f"{len(trained.class_names)} ({', '.join(trained.class_names)}); list matching label branches."
-        )
+    if datamodule.class_names != trained.class_names:
+        model = class_subset(model, trained.class_names, datamodule.class_names)
     datamodule.setup("test")
 
     task = JetClassifier(
@@ -55,7 +84,7 @@ def evaluate(cfg: DictConfig) -> float:
     )
     trainer.test(task, datamodule=datamodule, verbose=False)
     info = {
-        "model": type(model).__name__,
+        "model": type(trained.model).__name__,
         "parameters": count_parameters(model),
         "features": features.name,
         "checkpoint": str(ckpt_path),

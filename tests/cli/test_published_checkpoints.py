@@ -13,6 +13,8 @@ weight mapping shows as a score difference.
 
 from __future__ import annotations
 
+import json
+
 import awkward as ak
 import numpy as np
 import pytest
@@ -179,3 +181,34 @@ def test_finetune_from_published_files(toy_root_files, tmp_path):
             torch.testing.assert_close(
                 state[ours], sources[name][theirs].reshape(state[ours].shape), rtol=0, atol=0
             )
+
+
+def test_jettag_eval_of_a_published_file_on_two_of_its_classes(toy_root_files, tmp_path):
+    """A 10-class JetClass model evaluated on top-vs-QCD files: data.labels lists two of its classes and
+    the scores are renormalized over them, s_Tbqq / (s_Tbqq + s_QCD), the JetClass convention."""
+    pytest.importorskip("weaver", reason="weaver-core is not installed")
+    from sklearn.metrics import roc_auc_score
+    from weaver.nn.model.ParticleNet import ParticleNet
+
+    torch.manual_seed(2)
+    wrapper = torch.nn.Module()
+    wrapper.mod = ParticleNet(input_dims=13, num_classes=10, conv_params=[(4, (8, 8)), (4, (16,))],
+                              fc_params=[(16, 0.1)], use_fusion=False)  # fmt: skip
+    torch.save(wrapper.state_dict(), tmp_path / "ParticleNet_kinpid.pt")
+    test_file = toy_root_files["test"]
+    result = run_cli("jettag-eval", f"ckpt_path={tmp_path / 'ParticleNet_kinpid.pt'}", f"data.test_files=[{test_file}]",
+                     "data.labels=[label_QCD,label_Tbqq]", "accelerator=cpu", f"hydra.run.dir={tmp_path / 'eval'}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    # the same jets scored by jettag-predict with all ten outputs, renormalized here
+    result = run_cli("jettag-predict", f"ckpt_path={tmp_path / 'ParticleNet_kinpid.pt'}", f"files=[{test_file}]",
+                     f"output={tmp_path / 'scores.root'}", "progress=false")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = uproot.open(tmp_path / "scores.root")["Events"].arrays(library="np")
+    top = scores["score_label_Tbqq"] / (scores["score_label_Tbqq"] + scores["score_label_QCD"])
+    truth = uproot.open(test_file)["tree"]["label_Tbqq"].array(library="np")
+    assert metrics["auc"] == pytest.approx(roc_auc_score(truth, top), abs=1e-6)
+    # a class the model does not have is one sentence
+    result = run_cli("jettag-eval", f"ckpt_path={tmp_path / 'ParticleNet_kinpid.pt'}", f"data.test_files=[{test_file}]",
+                     "data.labels=[label_QCD,label_Top]", "accelerator=cpu", f"hydra.run.dir={tmp_path / 'eval2'}")  # fmt: skip
+    assert result.returncode == 2 and "but the model was trained for label_QCD, label_Hbb" in result.stderr
