@@ -20,6 +20,7 @@ import uproot
 from torch import nn
 from tqdm.auto import tqdm
 
+from jettag.checkpoint import is_jettag_checkpoint, read_torch_file
 from jettag.data.dataset import JetDataset
 from jettag.data.expressions import parse_new_variables
 from jettag.data.jets import JetBuilder
@@ -29,7 +30,7 @@ from jettag.errors import ConfigError
 from jettag.features.sets import FeatureSet
 from jettag.models.weaver.state import weaver_num_classes
 from jettag.paths import config_dir
-from jettag.pipeline import build_features, build_model, is_jettag_checkpoint, read_torch_file
+from jettag.pipeline import build_features, build_model
 
 # A column added to every chunk so that the builder carries each kept jet's entry number along.
 _ENTRY = "__jettag_entry"

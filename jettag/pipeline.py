@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -95,32 +94,6 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     if not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path: the checkpoint '{ckpt_path}' does not exist; check the path.")
     return str(ckpt_path)
-
-
-def read_torch_file(path: str | Path, key: str = "ckpt_path"):
-    """The content of a PyTorch file, or one sentence naming `key` and the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{key}: the checkpoint '{path}' does not exist; check the path.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ConfigError(
-            f"{key}: cannot read the checkpoint '{path}' ({err}); is it a complete PyTorch file?"
-        ) from None
-
-
-def is_jettag_checkpoint(content) -> bool:
-    return isinstance(content, Mapping) and "jettag" in content and "state_dict" in content
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    checkpoint = read_torch_file(path)
-    if not is_jettag_checkpoint(checkpoint):
-        raise ConfigError(
-            f"'{path}' is not a checkpoint written by jettag-train (it lacks the run configuration)."
-        )
-    return checkpoint
 
 
 def write_test_report(task: JetClassifier, datamodule: JetDataModule, output_dir: Path, info: dict) -> dict:

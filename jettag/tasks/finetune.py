@@ -41,6 +41,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from jettag.checkpoint import is_jettag_checkpoint, read_torch_file
 from jettag.errors import ConfigError
 from jettag.models.base import JetTagger, covers
 from jettag.models.part import ParticleTransformer
@@ -56,24 +57,10 @@ WEAVER_MODELS = (ParticleTransformer, ParticleNet)
 SHOWN_COLUMNS = 3  # columns named in a feature-order message
 
 
-def _load_file(path: Path) -> Mapping:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ConfigError(
-            f"task.backbone: cannot read '{path}' ({err}); give a jettag .ckpt or a weaver-core .pt file."
-        ) from None
-
-
 def read_backbone(source: str | Path) -> tuple[Mapping | None, Path]:
     """(the jettag checkpoint's content, path), or (None, path) for a file that is not one (weaver)."""
-    path = Path(source)
-    if not path.is_file():
-        raise ConfigError(f"task.backbone: the file '{path}' does not exist; check the path.")
-    content = _load_file(path)
-    if isinstance(content, Mapping) and "jettag" in content and "state_dict" in content:
-        return content, path
-    return None, path
+    content = read_torch_file(source, key="task.backbone")
+    return (content if is_jettag_checkpoint(content) else None), Path(source)
 
 
 def _stored_config(checkpoint: Mapping) -> Mapping:
