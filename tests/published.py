@@ -58,6 +58,28 @@ PUBLISHED = {"kin": KIN, "kinpid": KINPID, "full": FULL}
 LENGTH = 128
 
 
+# weaver-core's arguments of the published models (particle_transformer's networks/example_ParticleTransformer.py
+# and networks/example_ParticleNet.py)
+PART_KWARGS = dict(
+    pair_input_dim=4,
+    use_pre_activation_pair=False,
+    embed_dims=[128, 512, 128],
+    pair_embed_dims=[64, 64, 64],
+    num_heads=8,
+    num_layers=8,
+    num_cls_layers=2,
+    block_params=None,
+    cls_block_params={"dropout": 0, "attn_dropout": 0, "activation_dropout": 0},
+    fc_params=[],
+    activation="gelu",
+)
+PARTICLENET_KWARGS = dict(
+    conv_params=[(16, (64, 64, 64)), (16, (128, 128, 128)), (16, (256, 256, 256))],
+    fc_params=[(256, 0.1)],
+    use_fusion=False,
+    use_fts_bn=True,
+    use_counts=True,
+)
 JETCLASS_LABELS = ["label_QCD", "label_Hbb", "label_Hcc", "label_Hgg", "label_H4q",
                    "label_Hqql", "label_Zqq", "label_Wqq", "label_Tbqq", "label_Tbl"]  # fmt: skip
 
@@ -130,7 +152,7 @@ def published_inputs(
     }
 
 
-def randomize(model, calibrate, seed: int = 0):
+def randomize(model, calibrate, seed: int = 0, spread: float = 0.3):
     """Every weight and batch-norm statistic of a (weaver) model made random but sensible: running
     statistics from one train-mode pass `calibrate(model)` over real jets, then every tensor perturbed."""
     import torch
@@ -153,7 +175,7 @@ def randomize(model, calibrate, seed: int = 0):
             elif name.endswith("bias"):
                 p.copy_(0.05 * noise)
             else:
-                p.add_(0.3 * p.std() * noise)
+                p.add_(spread * p.std() * noise)
         for bn in bns:
             bn.momentum = 0.1
             bn.running_var.mul_(torch.empty(bn.running_var.shape).uniform_(0.5, 2.0, generator=g))

@@ -21,32 +21,19 @@ import pytest
 import torch
 import uproot
 from helpers import run_cli, write_root
-from published import JETCLASS_LABELS, PUBLISHED, published_inputs, randomize, read_pt_ordered
+from published import (
+    JETCLASS_LABELS,
+    PART_KWARGS,
+    PARTICLENET_KWARGS,
+    PUBLISHED,
+    published_inputs,
+    randomize,
+    read_pt_ordered,
+)
 
 from jettag.inference import load_trained, predict_files
 from jettag.paths import sample_path
 
-# particle_transformer's networks/example_ParticleTransformer.py and example_ParticleNet.py
-PART_KWARGS = dict(
-    pair_input_dim=4,
-    use_pre_activation_pair=False,
-    embed_dims=[128, 512, 128],
-    pair_embed_dims=[64, 64, 64],
-    num_heads=8,
-    num_layers=8,
-    num_cls_layers=2,
-    block_params=None,
-    cls_block_params={"dropout": 0, "attn_dropout": 0, "activation_dropout": 0},
-    fc_params=[],
-    activation="gelu",
-)
-PARTICLENET_KWARGS = dict(
-    conv_params=[(16, (64, 64, 64)), (16, (128, 128, 128)), (16, (256, 256, 256))],
-    fc_params=[(256, 0.1)],
-    use_fusion=False,
-    use_fts_bn=True,
-    use_counts=True,
-)
 SHORT = [1, 3, 16, 17]  # particles kept in the first jets (k = 16 for ParticleNet)
 N_JETS = 40
 

@@ -14,27 +14,16 @@ import numpy as np
 import pytest
 import torch
 from helpers import toy_jets
+from published import PART_KWARGS, randomize
 
 from jettag.errors import ConfigError
 from jettag.models import ParticleTransformer
 from jettag.models.weaver import load_weaver_weights, weaver_key_map
 from jettag.pipeline import build_model
 
-# the published models' arguments (particle_transformer's networks/example_ParticleTransformer.py)
-PUBLISHED_WEAVER_KWARGS = dict(
-    pair_input_dim=4,
-    use_pre_activation_pair=False,
-    embed_dims=[128, 512, 128],
-    pair_embed_dims=[64, 64, 64],
-    num_heads=8,
-    num_layers=8,
-    num_cls_layers=2,
-    cls_block_params={"dropout": 0, "attn_dropout": 0, "activation_dropout": 0},
-    fc_params=[],
-)
-REFERENCE = dict(jettag=dict(), weaver=PUBLISHED_WEAVER_KWARGS)
+REFERENCE = dict(jettag=dict(), weaver=PART_KWARGS)
 # ParT plain: weaver's ParticleTransformer without pair inputs (no interaction bias)
-PLAIN = dict(jettag=dict(use_interaction=False), weaver={**PUBLISHED_WEAVER_KWARGS, "pair_input_dim": 0})
+PLAIN = dict(jettag=dict(use_interaction=False), weaver={**PART_KWARGS, "pair_input_dim": 0})
 # weaver's own defaults where the reference differs: no GELU after the pair embedding, MLP head
 SMALL = dict(
     jettag=dict(
@@ -106,29 +95,9 @@ def randomized_weaver(config, input_dim, num_classes, x, v, mask, seed=0):
     """weaver's ParT with batch-norm statistics from the jets, then every tensor perturbed."""
     torch.manual_seed(seed)
     model = Wrapper(input_dim=input_dim, num_classes=num_classes, **config["weaver"])
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # running statistics = those of this one batch
-    model.train()
-    with torch.no_grad():
-        model.mod(x.transpose(1, 2), v.transpose(1, 2), mask[:, None].float())
-    for bn in bns:
-        bn.momentum = 0.1
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if p.dim() == 1 and ("norm" in name or "bn" in name or name.endswith(("c_attn", "w_resid"))):
-                p.copy_(1 + 0.2 * noise if name.endswith(("weight", "c_attn", "w_resid")) else 0.2 * noise)
-            elif name.endswith("bias"):
-                p.copy_(0.05 * noise)
-            else:
-                p.add_(0.2 * p.std() * noise)
-        for bn in bns:
-            bn.running_var.mul_(torch.empty(bn.running_var.shape).uniform_(0.5, 2.0, generator=g))
-            bn.running_mean.add_(0.1 * torch.randn(bn.running_mean.shape, generator=g))
-    return model.eval()
+    return randomize(
+        model, lambda m: m.mod(x.transpose(1, 2), v.transpose(1, 2), mask[:, None].float()), seed, 0.2
+    )
 
 
 def old_naming(state: dict) -> dict:

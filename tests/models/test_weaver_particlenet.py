@@ -20,20 +20,13 @@ import awkward as ak
 import numpy as np
 import pytest
 import torch
-from published import PUBLISHED, published_inputs, read_pt_ordered
+from published import PARTICLENET_KWARGS, PUBLISHED, published_inputs, randomize, read_pt_ordered
 
 from jettag.errors import ConfigError
 from jettag.models import ParticleNet
 from jettag.models.weaver import load_weaver_weights
 from jettag.paths import sample_path
 
-PUBLISHED_KWARGS = dict(
-    conv_params=[(16, (64, 64, 64)), (16, (128, 128, 128)), (16, (256, 256, 256))],
-    fc_params=[(256, 0.1)],
-    use_fusion=False,
-    use_fts_bn=True,
-    use_counts=True,
-)
 # particles kept in the first jets: alone, fewer than k, exactly k, k + 1
 SHORT = [1, 2, 5, 16, 17]
 
@@ -65,29 +58,8 @@ def generated_jets(n_jets: int = 24) -> ak.Array:
 def randomized_weaver(input_dim: int, inputs: dict[str, torch.Tensor], seed: int = 0, **kwargs) -> Wrapper:
     """weaver's ParticleNet with batch-norm statistics from the jets, then every tensor perturbed."""
     torch.manual_seed(seed)
-    model = Wrapper(input_dims=input_dim, num_classes=10, **{**PUBLISHED_KWARGS, **kwargs})
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # running statistics = those of this one batch
-    model.train()
-    with torch.no_grad():
-        model(**inputs)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if "bn" in name:
-                p.copy_(1 + 0.2 * noise if name.endswith("weight") else 0.2 * noise)
-            elif name.endswith("bias"):
-                p.copy_(0.05 * noise)
-            else:
-                p.add_(0.3 * p.std() * noise)
-        for bn in bns:
-            bn.momentum = 0.1
-            bn.running_var.mul_(torch.empty(bn.running_var.shape).uniform_(0.5, 2.0, generator=g))
-            bn.running_mean.add_(0.1 * torch.randn(bn.running_mean.shape, generator=g))
-    return model.eval()
+    model = Wrapper(input_dims=input_dim, num_classes=10, **{**PARTICLENET_KWARGS, **kwargs})
+    return randomize(model, lambda m: m(**inputs), seed)
 
 
 def channels_last(inputs: dict[str, torch.Tensor], length: int | None = None):
@@ -156,7 +128,7 @@ def test_files_that_do_not_fit_are_one_sentence(tmp_path):
     pytest.importorskip("weaver.nn.model.ParticleNet", reason="weaver-core is not installed")
     from weaver.nn.model.ParticleTransformer import ParticleTransformer as WeaverParT
 
-    kin = Wrapper(input_dims=7, num_classes=10, **PUBLISHED_KWARGS)
+    kin = Wrapper(input_dims=7, num_classes=10, **PARTICLENET_KWARGS)
     torch.save(kin.state_dict(), tmp_path / "ParticleNet_kin.pt")
     kinpid_model = ParticleNet(13, 10)
     with pytest.raises(
@@ -180,7 +152,7 @@ def test_files_that_do_not_fit_are_one_sentence(tmp_path):
 
 def test_head_replaced_for_other_classes(caplog):
     pytest.importorskip("weaver.nn.model.ParticleNet", reason="weaver-core is not installed")
-    weaver = Wrapper(input_dims=7, num_classes=10, **PUBLISHED_KWARGS)
+    weaver = Wrapper(input_dims=7, num_classes=10, **PARTICLENET_KWARGS)
     state = weaver.state_dict()
     model = ParticleNet(7, 2)
     with pytest.raises(ConfigError, match="classifies 10 classes but the model 2"):
