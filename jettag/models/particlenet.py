@@ -86,6 +86,23 @@ def nearest_neighbours(distances: torch.Tensor, mask: torch.Tensor, k: int) -> t
     return idx, valid
 
 
+def reference_neighbours(distances: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    """weaver-core's rule: indices (B, N, k) of each particle's k nearest other particles, where indices
+    N..N+k-1 stand for padded slots (zero features) filling in when a jet has k or fewer particles; and
+    the edges that count, those of real centres (B, N, k).
+
+    The padded slots are k extra candidates at the largest finite distance, so they come after every
+    real particle and before the excluded ones (the particle itself, padding of the batch).
+    """
+    n = distances.shape[-1]
+    self_loop = torch.eye(n, dtype=torch.bool, device=mask.device)
+    excluded = ~mask[:, None, :] | self_loop  # (B, N, N)
+    padded_slots = distances.new_full((*distances.shape[:2], k), torch.finfo(distances.dtype).max)
+    candidates = torch.cat((distances.masked_fill(excluded, math.inf), padded_slots), dim=-1)  # (B, N, N + k)
+    _, idx = candidates.topk(k, dim=-1, largest=False)  # (B, N, k)
+    return idx, mask[:, :, None].expand_as(idx)
+
+
 NEIGHBOUR_RULES = ("reference", "real")
 
 
@@ -109,21 +126,15 @@ class EdgeConv(nn.Module):
             self.shortcut_norm = MaskedBatchNorm1d(dims[-1])
 
     def forward(self, x: torch.Tensor, distances: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        idx, valid = nearest_neighbours(distances, mask, self.k)  # (B, N, k')
-        batch, length, _ = x.shape
         if self.neighbours == "reference":
-            # k neighbours for every real particle: a missing one is a padded slot, i.e. a zero
-            # particle, here one appended at index N
-            rows_of = F.pad(x, (0, 0, 0, 1))  # (B, N + 1, C)
-            idx = F.pad(
-                idx.masked_fill(~valid, length), (0, self.k - idx.shape[-1]), value=length
-            )  # (B, N, k)
-            edges = mask[:, :, None].expand(batch, length, self.k)
+            idx, edges = reference_neighbours(distances, mask, self.k)  # (B, N, k)
+            rows_of = F.pad(x, (0, 0, 0, self.k))  # (B, N + k, C): the padded slots N.. are zero particles
             count = self.k
         else:
-            rows_of, edges = x, valid
-            count = valid.sum(-1, keepdim=True).clamp(min=1)
-        rows = torch.arange(batch, device=x.device)[:, None, None]
+            idx, edges = nearest_neighbours(distances, mask, self.k)  # (B, N, k'), k' = min(k, N)
+            rows_of = x
+            count = edges.sum(-1, keepdim=True).clamp(min=1)
+        rows = torch.arange(x.shape[0], device=x.device)[:, None, None]
         neighbours = rows_of[rows, idx]  # (B, N, k, C)
         centres = x[:, :, None, :].expand_as(neighbours)
         h = torch.cat((centres, neighbours - centres), dim=-1)  # (B, N, k, 2C)

@@ -19,7 +19,7 @@ from torch import nn
 
 from jettag.models import ParticleCNN, ParticleFlowNetwork, ParticleNet, ParticleTransformer
 from jettag.models.complexity import count_macs, count_parameters
-from jettag.models.particlenet import angular_distances, nearest_neighbours
+from jettag.models.particlenet import angular_distances, nearest_neighbours, reference_neighbours
 from jettag.paths import config_dir
 from jettag.pipeline import build_model
 
@@ -164,6 +164,28 @@ def test_neighbours_are_the_nearest_real_particles(k):
                 continue
             others = [j for j in np.argsort(distances[b, i, :n]) if j != i]
             assert chosen == set(others[:k])
+
+
+@pytest.mark.parametrize("k", [3, 16])
+def test_reference_neighbours_fill_in_with_padded_slots(k):
+    """weaver-core's rule against a brute-force search: the k nearest other particles of each real one,
+    padded slots (index >= N, zero particles) making up the number when a jet has k or fewer."""
+    rng = np.random.default_rng(0)
+    counts, length = [12, 5, 1], 15
+    points = rng.normal(size=(3, length, 2))
+    mask = np.arange(length)[None, :] < np.array(counts)[:, None]
+    distances = ((points[:, :, None] - points[:, None, :]) ** 2).sum(-1)
+    idx, edges = reference_neighbours(torch.tensor(distances), torch.tensor(mask), k)
+    assert idx.shape == (3, length, k)
+    for b, n in enumerate(counts):
+        for i in range(n):
+            chosen = idx[b, i].tolist()
+            others = [j for j in np.argsort(distances[b, i, :n]) if j != i][:k]
+            assert sorted(j for j in chosen if j < length) == sorted(others)
+            assert sum(j >= length for j in chosen) == k - len(
+                others
+            )  # padded slots, not the particle itself
+        assert edges[b, :n].all() and not edges[b, n:].any()
 
 
 def build_shipped(name: str, input_dim: int = 17, num_classes: int = 10) -> nn.Module:
