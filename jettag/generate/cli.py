@@ -3,7 +3,7 @@
     jettag-generate -n 5000 -o jets.root                       # 5000 top and 5000 QCD jets
     jettag-generate -n 5000 -o jets.root --split 0.7 0.1 0.2   # jets_train/val/test.root
     jettag-generate -n 200 -o qcd.root --classes QCD --pt-min 300 --pt-max 400 --seed 7
-    jettag-generate -n 1000 -o multi.root --classes all         # the 9 classes Pythia makes directly
+    jettag-generate -n 1000 -o multi.root --classes all         # the ten JetClass classes
 
 The jets depend only on the classes, the number of jets, the seed and the window, not on the
 number of worker processes.
@@ -64,16 +64,17 @@ def take(jets: GeneratedJets, start: int, stop: int) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="jettag-generate",
-        description="Generate JetClass classes (QCD, t -> bqq', t -> blnu, W/Z -> qq, H -> bb/cc/gg/4q) with "
-        "Pythia8 + FastJet (anti-kT R=0.8, 14 TeV) and write them as JetClass-schema ROOT files; each class "
-        "keeps only jets that pass its truth matching (jettag/generate/pythia.py, PROCESSES).",
+        description="Generate the ten JetClass classes (QCD, H -> bb/cc/gg/4q/l nu qq', Z/W -> qq, "
+        "t -> bqq', t -> blnu) with Pythia8 + FastJet (anti-kT R=0.8, 14 TeV) and write them as "
+        "JetClass-schema ROOT files; each class keeps only jets that pass its truth matching "
+        "(jettag/generate/pythia.py, PROCESSES).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("-n", "--jets-per-class", type=int, default=1000, help="jets of each class")
     parser.add_argument("-o", "--output", default="jets.root", help="output ROOT file")
     parser.add_argument("--classes", nargs="+", default=["Tbqq", "QCD"], choices=[*GENERATED_CLASSES, "all"],
-                        help="classes to generate (all: every one listed); each gets its one-hot label_<class> "
-                        "branch")  # fmt: skip
+                        help="classes to generate (all: the ten, in JetClass order); each gets its one-hot "
+                        "label_<class> branch")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1, help="random seed (the jets depend only on it)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     parser.add_argument("--pt-min", type=float, default=550.0, help="jet pT lower edge, GeV")

@@ -222,6 +222,42 @@ def higgs_to_four_quarks(event) -> list[Decay]:
     return found
 
 
+def semileptonic_higgs_decays(event) -> list[Decay]:
+    """Every H -> W W* -> l nu q q' as (H, W -> q q', W -> l nu, q, q', l, nu) rows; q, q', l must be matched.
+
+    Matching rule (Hqql): the two quarks of the hadronic W and the charged lepton of the leptonic W
+    (e, mu or tau, the tau before it decays) all lie within dR < R of the jet axis; the neutrino is
+    invisible and not required. Why: it is the rule every other class here follows (all quarks and
+    charged leptons of the decay inside the jet, as JetClass (arXiv:2202.03772) describes its signal
+    jets; the paper's exact wording for H -> l nu q q' could not be checked when this was written),
+    with the lepton taken as Tbl takes it, so that a jet labelled Hqql holds the three visible prongs.
+    Either W may be the off-shell one and either charge the leptonic one; the decay products are the
+    daughters of the last W copies.
+    """
+    found = []
+    for higgs in _first_copies(event, 25):
+        ws = [_last_copy(event, d) for d in _daughters(event, higgs) if d.idAbs() == 24]
+        if len(ws) != 2:
+            continue
+        hadronic, leptonic = None, None
+        for w in ws:
+            products = _daughters(event, w)
+            quarks = [p for p in products if _is_quark(p)]
+            lepton = next((p for p in products if _is_charged_lepton(p)), None)
+            neutrino = next((p for p in products if p.idAbs() in (12, 14, 16)), None)
+            if len(quarks) == 2:
+                hadronic = (w, *quarks)
+            elif lepton is not None and neutrino is not None:
+                leptonic = (w, lepton, neutrino)
+        if hadronic is None or leptonic is None:  # both W -> q q' (H4q) or both W -> l nu
+            continue
+        w_had, q1, q2 = hadronic
+        w_lep, lepton, neutrino = leptonic
+        rows = np.array([_genpart(p) for p in (higgs, w_had, w_lep, q1, q2, lepton, neutrino)])
+        found.append(Decay(rows, required=(3, 4, 5)))
+    return found
+
+
 def _delta_phi(a, b):
     """a - b wrapped into [-pi, pi)."""
     return (np.asarray(a) - b + np.pi) % (2 * np.pi) - np.pi
@@ -247,7 +283,13 @@ class ProcessSpec:
 
     `decays(event)` lists the decays a jet may be matched to (see `Decay`); None means no
     matching (every jet in the window is kept). The generated pTHat window is
-    [max(pt_min - margin, pt_min / 2), pt_max + margin] with margin = `pthat_margin`.
+    [max(pt_min - margin, pt_min / 2), max(pt_max + margin, pt_max * `pthat_max_scale`)] with
+    margin = `pthat_margin`. A class whose jets miss a neutrino needs the larger top: its jet holds
+    only part of the parent's pT, so a jet near pt_max can come from a parent (pT ~ pTHat) well above
+    pt_max + margin, and cutting those would keep mostly jets whose neutrino is soft.
+    `decay_filter` holds `ResonanceDecayFilter:*` settings: when given, Pythia's
+    ResonanceDecayFilterHook redoes the resonance decays of each hard process (kept as it is) until
+    they match, for mixed final states that `onMode` switches cannot force (Hqql).
     A new class (e.g. Wqq, Hbb) is one more entry in `PROCESSES`.
     """
 
@@ -256,6 +298,8 @@ class ProcessSpec:
     decays: Callable[[Any], list[Decay]] | None = None
     pthat_margin: float = 100.0
     description: str = ""
+    decay_filter: tuple[str, ...] = ()
+    pthat_max_scale: float = 0.0
 
     @property
     def label(self) -> str:
@@ -263,10 +307,11 @@ class ProcessSpec:
 
     def pythia_settings(self, pt_min: float, pt_max: float) -> list[str]:
         pthat_min = max(pt_min - self.pthat_margin, 0.5 * pt_min)
-        pthat_max = min(pt_max + self.pthat_margin, 0.5 * SQRT_S)
+        pthat_max = min(max(pt_max + self.pthat_margin, self.pthat_max_scale * pt_max), 0.5 * SQRT_S)
         return [
             *COMMON_SETTINGS,
             *self.settings,
+            *self.decay_filter,
             f"PhaseSpace:pTHatMin = {pthat_min:g}",
             f"PhaseSpace:pTHatMax = {pthat_max:g}",
         ]
@@ -285,6 +330,21 @@ H_JET = (
 )
 W_TO_QUARKS = ("24:onMode = off", "24:onIfAny = 1 2 3 4 5")
 W_TO_LEPTONS = ("24:onMode = off", "24:onIfAny = 11 13 15")
+# H -> W W* with exactly one W -> l nu (l = e, mu, tau) and the other W -> q q': `onMode` switches act
+# on every W alike (or on W+ / W- alike), so both W decay freely to quarks or leptons and the filter
+# redoes the two W decays (same hard process, same H) until the four W daughters are exactly two
+# quarks (u d s c b), one charged lepton and one neutrino. Both charge assignments (W+ -> l+ nu with
+# W- -> q q', and the opposite) then come out as often as Pythia makes them, about half each.
+# Lists take commas and no spaces: Pythia reads "1 1 11 12" (or "1, 1, ...") as a shorter list.
+SEMILEPTONIC_WW_FILTER = (
+    "ResonanceDecayFilter:filter = on",
+    "ResonanceDecayFilter:mothers = 24",
+    "ResonanceDecayFilter:daughters = 1,1,11,12",
+    "ResonanceDecayFilter:exclusive = on",
+    "ResonanceDecayFilter:udscbAsEquivalent = on",
+    "ResonanceDecayFilter:eMuTauAsEquivalent = on",
+    "ResonanceDecayFilter:allNuAsEquivalent = on",
+)
 
 # One entry per class: process, forced decays, truth-matching rule (the `decays` function's docstring
 # or the rule below). A jet of a class with a rule is kept only when the rule's decay products all lie
@@ -300,7 +360,8 @@ W_TO_LEPTONS = ("24:onMode = off", "24:onIfAny = 11 13 15")
 #   Hcc   the same, H -> c cbar: both c quarks matched.
 #   Hgg   the same, H -> g g: both gluons matched.
 #   H4q   the same, H -> W W*, both W -> q q': the four quarks matched (higgs_to_four_quarks).
-# H -> l nu q q' (Hqql) is not generated: its matching needs the lepton and two quarks of a mixed decay.
+#   Hqql  the same, H -> W W*, one W -> l nu (e, mu, tau), the other W -> q q' (SEMILEPTONIC_WW_FILTER):
+#         both quarks and the charged lepton (the tau before it decays) matched (semileptonic_higgs_decays).
 PROCESSES: dict[str, ProcessSpec] = {
     spec.name: spec
     for spec in (
@@ -353,9 +414,21 @@ PROCESSES: dict[str, ProcessSpec] = {
             decays=higgs_to_four_quarks,
             description="pp -> H + jet, H -> W W* -> 4 quarks forced; jets matched to the four quarks",
         ),
+        ProcessSpec(
+            "Hqql",
+            (*H_JET, "25:onIfMatch = 24 -24", "24:onMode = off", "24:onIfAny = 1 2 3 4 5 11 13 15"),
+            decays=semileptonic_higgs_decays,
+            description="pp -> H + jet, H -> W W* -> l nu q q' forced; jets matched to the charged lepton and "
+            "both quarks",
+            decay_filter=SEMILEPTONIC_WW_FILTER,
+            # the neutrino takes 14% of the H's pT on average, up to about half: of 300 matched jets in
+            # 550-650 GeV generated with pTHat up to 2 TeV, 23% came from pTHat > 750 = pt_max + margin
+            # (Hbb: 4%) and 0.3% from pTHat > 1300 = 2 pt_max
+            pthat_max_scale=2.0,
+        ),
     )
 }
-# The classes in JetClass order (label_* branches), for --classes all.
+# The classes in JetClass order (label_* branches), for --classes all: all ten.
 GENERATED_CLASSES = tuple(name for name in JETCLASS_CLASSES if name in PROCESSES)
 
 
@@ -366,13 +439,11 @@ def resolve_classes(classes: Sequence[str] | str) -> list[ProcessSpec]:
     if classes == ["all"]:
         classes = list(GENERATED_CLASSES)
     if not classes:
-        raise ConfigError(f"no class given; choose one or more of {', '.join(PROCESSES)}.")
+        raise ConfigError(f"no class given; choose one or more of {', '.join(GENERATED_CLASSES)}, or all.")
     specs = []
     for name in classes:
         if name not in PROCESSES:
-            others = [c for c in JETCLASS_CLASSES if c not in PROCESSES]
-            hint = f" ({', '.join(others)} are not generated yet)" if name in others else ""
-            raise ConfigError(f"unknown class '{name}'{hint}; choose from {', '.join(PROCESSES)}.")
+            raise ConfigError(f"unknown class '{name}'; choose from {', '.join(GENERATED_CLASSES)} or all.")
         if name in (s.name for s in specs):
             raise ConfigError(f"the class '{name}' is listed twice; list each class once.")
         specs.append(PROCESSES[name])
@@ -476,8 +547,14 @@ def _silence_fastjet_banner(fastjet) -> None:
 
 
 def _make_pythia(spec: ProcessSpec, task: BlockTask):
+    """An initialised Pythia for one block, and its user hook (None, or the decay filter: keep it alive)."""
     pythia8mc = _import_pythia()
     pythia = pythia8mc.Pythia("", False)
+    hook = None
+    if spec.decay_filter:
+        # made before the settings are read: the hook declares ResonanceDecayFilter:* anew, with defaults
+        hook = pythia8mc.ResonanceDecayFilterHook(pythia.settings)
+        pythia.setUserHooksPtr(hook)
     for line in [
         *spec.pythia_settings(task.window.pt_min, task.window.pt_max),
         f"Random:seed = {task.pythia_seed}",
@@ -489,7 +566,7 @@ def _make_pythia(spec: ProcessSpec, task: BlockTask):
             f"Pythia could not initialise the {spec.name} process for {task.window.pt_min:g} < pT < "
             f"{task.window.pt_max:g} GeV; choose a pT window within reach at {SQRT_S / 1000:g} TeV."
         )
-    return pythia
+    return pythia, hook
 
 
 # columns of the per-event particle table
@@ -531,7 +608,7 @@ def run_block(task: BlockTask) -> BlockResult:
     spec = PROCESSES[task.process]
     fastjet = _import_fastjet()
     _silence_fastjet_banner(fastjet)
-    pythia = _make_pythia(spec, task)
+    pythia, _hook = _make_pythia(spec, task)  # the hook (if any) must outlive the events
     jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, task.window.radius)
     stats = ClassStats()
     constituents: list[np.ndarray] = []
