@@ -24,10 +24,10 @@ from jettag.checkpoint import is_jettag_checkpoint, read_torch_file
 from jettag.data.dataset import JetDataset
 from jettag.data.expressions import parse_new_variables
 from jettag.data.jets import JetBuilder
-from jettag.data.labels import JETCLASS_LABELS
 from jettag.data.reader import JetFile, resolve_files
 from jettag.errors import ConfigError
 from jettag.features.sets import FeatureSet
+from jettag.jetclass import JETCLASS_LABELS
 from jettag.models.weaver.state import weaver_num_classes
 from jettag.paths import config_dir
 from jettag.pipeline import build_features, build_model

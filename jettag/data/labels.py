@@ -10,10 +10,6 @@ import numpy as np
 
 from jettag.errors import ConfigError, DataError
 
-# The ten JetClass classes in the order of its label branches, of the published models' outputs
-JETCLASS_CLASSES = ("QCD", "Hbb", "Hcc", "Hgg", "H4q", "Hqql", "Zqq", "Wqq", "Tbqq", "Tbl")
-JETCLASS_LABELS = tuple(f"label_{name}" for name in JETCLASS_CLASSES)
-
 
 @dataclass(frozen=True)
 class LabelSpec:

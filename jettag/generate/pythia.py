@@ -29,13 +29,13 @@ import awkward as ak
 import numpy as np
 
 from jettag.errors import ConfigError
+from jettag.jetclass import JETCLASS_CLASSES
+from jettag.jetclass import JETCLASS_LABELS as LABEL_BRANCHES
 
 SQRT_S = 14000.0
 JET_RADIUS = 0.8
 DEFAULT_BLOCK_SIZE = 50
 
-JETCLASS_CLASSES = ("QCD", "Hbb", "Hcc", "Hgg", "H4q", "Hqql", "Zqq", "Wqq", "Tbqq", "Tbl")
-LABEL_BRANCHES = tuple(f"label_{name}" for name in JETCLASS_CLASSES)
 PARTICLE_FIELDS = (
     "px", "py", "pz", "energy", "deta", "dphi", "d0val", "d0err", "dzval", "dzerr", "charge",
     "isChargedHadron", "isNeutralHadron", "isPhoton", "isElectron", "isMuon",
