@@ -31,11 +31,12 @@ from published import (
     read_pt_ordered,
 )
 
+from jettag.errors import ConfigError
 from jettag.inference import load_trained, predict_files
 from jettag.paths import sample_path
 
 SHORT = [1, 3, 16, 17]  # particles kept in the first jets (k = 16 for ParticleNet)
-N_JETS = 40
+N_JETS = 24
 
 
 class ParTWrapper(torch.nn.Module):
@@ -121,15 +122,15 @@ def test_jettag_predict_with_a_published_file(jets, tmp_path):
     got = np.stack([scores[f"score_{label}"] for label in JETCLASS_LABELS], 1)
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
     # the wrong feature set for the file is one sentence
-    result = run_cli("jettag-predict", f"ckpt_path={tmp_path / 'ParticleNet_kinpid.pt'}", "features=kin",
-                     f"files=[{path}]", f"output={tmp_path / 'other.root'}")  # fmt: skip
-    assert result.returncode == 2
-    assert "takes 13 input features but features=kin has 7; use features=kinpid" in result.stderr
+    with pytest.raises(
+        ConfigError, match="takes 13 input features but features=kin has 7; use features=kinpid"
+    ):
+        load_trained(tmp_path / "ParticleNet_kinpid.pt", "kin")
 
 
 def test_finetune_from_published_files(toy_root_files, tmp_path):
-    """task=finetune from a weaver-core ParT and a weaver-core ParticleNet file of the published sizes
-    (kinpid): every backbone tensor is the file's, the 10-class head becomes a new 2-class head."""
+    """task=finetune (experiment=finetune_gradual) from a weaver-core ParT and a weaver-core ParticleNet file
+    of the published sizes (kinpid): every backbone tensor is the file's, the 10-class head a new 2-class one."""
     pytest.importorskip("weaver", reason="weaver-core is not installed")
     from test_train_eval import FAST, files_overrides
 
@@ -145,7 +146,7 @@ def test_finetune_from_published_files(toy_root_files, tmp_path):
         sources[name] = {k.removeprefix("mod."): v.clone() for k, v in weaver.state_dict().items()}
         torch.save(weaver.state_dict(), tmp_path / f"{name}.pt")
     sweep = tmp_path / "sweep"
-    result = run_cli("jettag-train", "-m", "model=part,particlenet", "features=kinpid", "task=finetune",
+    result = run_cli("jettag-train", "-m", "model=part,particlenet", "experiment=finetune_gradual",
                      f"task.backbone={tmp_path}/${{hydra:runtime.choices.model}}.pt", "task.freeze_batchnorm=true",
                      "task.optimizer.lr=0", *files_overrides(toy_root_files), *FAST, "features.max_particles=24",
                      f"hydra.sweep.dir={sweep}")  # fmt: skip
@@ -187,10 +188,9 @@ def test_jettag_eval_of_a_published_file_on_two_of_its_classes(toy_root_files, t
                      "data.labels=[label_QCD,label_Tbqq]", "accelerator=cpu", f"hydra.run.dir={tmp_path / 'eval'}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    # the same jets scored by jettag-predict with all ten outputs, renormalized here
-    result = run_cli("jettag-predict", f"ckpt_path={tmp_path / 'ParticleNet_kinpid.pt'}", f"files=[{test_file}]",
-                     f"output={tmp_path / 'scores.root'}", "progress=false")  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    # the same jets scored with all ten outputs (jettag-predict's code), renormalized here
+    predict_files(load_trained(tmp_path / "ParticleNet_kinpid.pt"), [test_file], tmp_path / "scores.root", "tree",
+                  progress=False)  # fmt: skip
     scores = uproot.open(tmp_path / "scores.root")["Events"].arrays(library="np")
     top = scores["score_label_Tbqq"] / (scores["score_label_Tbqq"] + scores["score_label_QCD"])
     truth = uproot.open(test_file)["tree"]["label_Tbqq"].array(library="np")

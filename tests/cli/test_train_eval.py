@@ -48,7 +48,7 @@ def check_run(run_dir: Path, class_names: list[str]) -> dict:
 
 def test_experiment_configs_are_all_covered():
     shipped = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
-    assert shipped == ["finetune_part", "jetclass_part", "jetclass_part_plain", "jetclass_particlenet",
+    assert shipped == ["finetune_gradual", "finetune_part", "jetclass_part", "jetclass_part_plain", "jetclass_particlenet",
                        "jetclass_pcnn", "jetclass_pfn", "pretrain_mpm", "pretrain_supervised",
                        "sample_part_small", "top_part"]  # fmt: skip
 

@@ -44,7 +44,7 @@ class Wrapper(torch.nn.Module):
         return self.mod(points, features, mask)
 
 
-def generated_jets(n_jets: int = 24) -> ak.Array:
+def generated_jets(n_jets: int = 16) -> ak.Array:
     """Pythia jets of the shipped sample, the first ones cut to the lengths of SHORT."""
     arrays = read_pt_ordered(str(sample_path("top_qcd_val.root")), entry_stop=n_jets)
     keep = np.asarray(SHORT + [10_000] * (n_jets - len(SHORT)))
