@@ -30,6 +30,7 @@ from torch import nn
 
 from jettag.errors import ConfigError
 from jettag.inference import TrainedModel
+from jettag.models.base import class_scores
 
 TOLERANCE = 1e-4  # largest accepted |ONNX Runtime - PyTorch| on a score
 
@@ -58,7 +59,7 @@ class ScoresModel(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x, v, mask != 0), dim=-1)
+        return class_scores(self.model(x, v, mask != 0))
 
 
 def export_friendly(model: nn.Module) -> nn.Module:

@@ -18,22 +18,20 @@ import numpy as np
 import torch
 import uproot
 from torch import nn
-from tqdm.auto import tqdm
 
 from jettag.checkpoint import is_jettag_checkpoint, read_torch_file
 from jettag.data.dataset import JetDataset
 from jettag.data.expressions import parse_new_variables
 from jettag.data.jets import JetBuilder
-from jettag.data.reader import JetFile, resolve_files
+from jettag.data.reader import resolve_files
+from jettag.data.source import JetSource
 from jettag.errors import ConfigError
 from jettag.features.sets import FeatureSet
 from jettag.jetclass import JETCLASS_LABELS
+from jettag.models.base import class_scores
 from jettag.models.weaver.state import weaver_num_classes
 from jettag.paths import config_dir
 from jettag.pipeline import build_features, build_model
-
-# A column added to every chunk so that the builder carries each kept jet's entry number along.
-_ENTRY = "__jettag_entry"
 
 
 @dataclass
@@ -187,13 +185,12 @@ class PredictSummary:
 
 @torch.inference_mode()
 def score_jets(model: nn.Module, dataset: JetDataset, batch_size: int, device: torch.device) -> np.ndarray:
-    """Softmax scores (jets, classes) in dataset order; batches of similar multiplicity, padded to their longest jet."""
+    """Class scores (jets, classes) in dataset order; batches of similar multiplicity, padded to their longest jet."""
     order = np.argsort(-dataset.counts, kind="stable")
     scores = []
     for start in range(0, len(order), batch_size):
-        batch = dataset[order[start : start + batch_size]]
-        logits = model(*(batch[k].to(device, non_blocking=True) for k in ("x", "v", "mask")))
-        scores.append(torch.softmax(logits.float(), dim=-1).cpu())
+        batch = dataset[order[start : start + batch_size]].to(device, non_blocking=True)
+        scores.append(class_scores(model(*batch.inputs)).cpu())
     out = np.empty((len(order), scores[0].shape[1]), dtype=np.float32)
     out[order] = torch.cat(scores).numpy()
     return out
@@ -236,37 +233,26 @@ def predict_files(
     # the run's new variables (data.new_variables) may be inputs or observers; its selection is not
     # applied: every input jet gets its row
     variables = parse_new_variables(new_variables)
-    planner = JetBuilder(
+    builder = JetBuilder(
         trained.features, None, observers, branches, skip_empty=True, drop_nonfinite=drop_nonfinite,
         new_variables=variables,
     )  # fmt: skip
-    builder = JetBuilder(
-        trained.features, None, [*observers, _ENTRY], branches, skip_empty=True, drop_nonfinite=drop_nonfinite,
-        new_variables=variables,
-    )  # fmt: skip
-    jet_files = [JetFile(path, treename) for path in files]
-    plans = [planner.plan(f) for f in jet_files]  # every file checked before anything is written
+    source = JetSource(files, builder, treename, "files")
+    source.scan()  # every file checked before anything is written
     summary = PredictSummary(files=files)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tree, dtypes = None, {}
-    total = sum(f.num_entries for f in jet_files)
-    with (
-        uproot.recreate(output) as out,
-        tqdm(total=total, unit=" jets", desc="scoring", disable=not progress) as bar,
-    ):
-        for jet_file, plan in zip(jet_files, plans, strict=True):
-            read = plan.all_branches(builder.rename)
-            plan.observers.append(_ENTRY)
-            for chunk in jet_file.iterate(read, chunk_size):
-                columns = _score_chunk(trained, model, builder, chunk, plan, batch_size, device, summary)
-                if tree is None:
-                    dtypes = {name: values.dtype for name, values in columns.items()}
-                    tree = out.mktree("Events", dtypes)
-                tree.extend(
-                    {name: values.astype(dtypes[name], copy=False) for name, values in columns.items()}
-                )
-                bar.update(chunk.stop - chunk.start)
+    with uproot.recreate(output) as out:
+        for info, chunk, jets, skipped in source.chunks(chunk_size, progress=progress, desc="scoring"):
+            columns = _score_chunk(trained, model, builder, info, chunk, jets, batch_size, device)
+            summary.jets += chunk.stop - chunk.start
+            summary.scored += len(jets)
+            summary.skipped += skipped
+            if tree is None:
+                dtypes = {name: values.dtype for name, values in columns.items()}
+                tree = out.mktree("Events", dtypes)
+            tree.extend({name: values.astype(dtypes[name], copy=False) for name, values in columns.items()})
         if tree is None:  # no jets at all: an empty tree with the score branches
             out.mktree(
                 "Events", {f"score_{name}": np.float32 for name in trained.class_names} | {"entry": np.int64}
@@ -274,24 +260,20 @@ def predict_files(
     return summary
 
 
-def _score_chunk(trained, model, builder, chunk, plan, batch_size, device, summary) -> dict[str, np.ndarray]:
+def _score_chunk(trained, model, builder, info, chunk, jets, batch_size, device) -> dict[str, np.ndarray]:
+    """One row per entry of the chunk: the scores (NaN for jets the builder skipped) and observers."""
     num = chunk.stop - chunk.start
-    chunk.arrays = ak.with_field(chunk.arrays, np.arange(chunk.start, chunk.stop, dtype=np.int64), _ENTRY)
-    jets, skipped = builder.build(chunk, plan)
-    kept = jets.observers.pop(_ENTRY) - chunk.start  # rows of the chunk that the builder kept
+    kept = jets.entries - info.offset - chunk.start  # rows of the chunk that the builder kept
     scores = np.full((num, len(trained.class_names)), np.nan, dtype=np.float32)
     if len(jets):
         scores[kept] = score_jets(model, JetDataset(jets), batch_size, device)
     columns = {f"score_{name}": scores[:, i] for i, name in enumerate(trained.class_names)}
     for name, values in jets.observers.items():
-        if name in plan.observers and name not in plan.computed:  # read from the file: every row has one
+        if name in info.plan.observers and name not in info.plan.computed:  # read: every row has one
             column = ak.to_numpy(chunk.arrays[builder.rename.get(name, name)])
         else:  # derived from the particles: NaN where the jet was skipped
             column = np.full(num, np.nan, dtype=np.float32)
             column[kept] = values
         columns[name] = column.astype(np.float32) if column.dtype == np.float16 else column
     columns["entry"] = np.arange(chunk.start, chunk.stop, dtype=np.int64)
-    summary.jets += num
-    summary.scored += len(jets)
-    summary.skipped += skipped
     return columns

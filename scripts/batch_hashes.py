@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import sys
 import tempfile
@@ -104,10 +105,16 @@ def main(argv=None) -> None:
         results = {}
         for streaming in (False, True):
             for weighted in (False, True):
+                # streamed pieces of 1000 jets (data.piece_size; data.chunk_size before it existed)
+                pieces = (
+                    {"piece_size": 1000}
+                    if "piece_size" in inspect.signature(JetDataModule).parameters
+                    else {}
+                )
                 data = JetDataModule(
                     features, train_files=paths[:-1], val_files=paths[-1:], labels=LABELS, batch_size=256,
                     eval_batch_size=300, chunk_size=1000, shuffle_buffer=2000, streaming=streaming, seed=3,
-                    progress=False, observers=["jet_pt"], reweight=reweight if weighted else None,
+                    progress=False, observers=["jet_pt"], reweight=reweight if weighted else None, **pieces,
                 )  # fmt: skip
                 data.setup("fit")
                 for split in ("train", "val"):
@@ -121,6 +128,23 @@ def main(argv=None) -> None:
                                 f"{split} epoch {epoch}")  # fmt: skip
                         results[name] = digest(loader, with_ids=streaming)
                         print(f"{name}: {results[name][0]} ({results[name][1]} batches)", flush=True)
+        # a file without the jet axis and part_deta / part_dphi: all derived from the particles
+        stripped = directory / "stripped.root"
+        arrays = uproot.open(paths[0])["tree"].arrays()
+        with uproot.recreate(stripped) as f:
+            f["tree"] = {name: arrays[name] for name in arrays.fields
+                         if not name.startswith(("jet_", "part_deta", "part_dphi", "npart"))}  # fmt: skip
+        data = JetDataModule(features, test_files=[str(stripped)], labels=LABELS, eval_batch_size=300,
+                             progress=False, observers=["jet_pt", "jet_eta", "jet_mass", "jet_nparticles"])  # fmt: skip
+        data.setup("test")
+        name = "memory derived-axis test"
+        batches = list(data.test_dataloader())
+        sha = hashlib.sha1(digest(batches, with_ids=False)[0].encode())
+        for key, values in sorted(data.dataset("test").jets.observers.items()):
+            sha.update(key.encode() + np.ascontiguousarray(values).tobytes())
+        results[name] = (sha.hexdigest(), len(batches))
+        print(f"{name}: {results[name][0]} ({results[name][1]} batches)", flush=True)
+
         # jettag-predict's scores of the last file by a fixed PFN
         import torch
 

@@ -42,9 +42,10 @@ import uproot
 
 LABELS = ["label_QCD", "label_Hbb", "label_Hcc", "label_Hgg", "label_H4q", "label_Hqql", "label_Zqq",
           "label_Wqq", "label_Tbqq", "label_Tbl"]  # fmt: skip
-KINPID = ["part_pt_log", "part_e_log", "part_logptrel", "part_logerel", "part_deltaR", "part_deta", "part_dphi",
-          "part_charge", "part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton", "part_isElectron",
-          "part_isMuon"]  # fmt: skip
+# the published column order (part_deta, part_dphi last)
+KINPID = ["part_pt_log", "part_e_log", "part_logptrel", "part_logerel", "part_deltaR", "part_charge",
+          "part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton", "part_isElectron", "part_isMuon",
+          "part_deta", "part_dphi"]  # fmt: skip
 PID = ["isChargedHadron", "isNeutralHadron", "isPhoton", "isElectron", "isMuon"]
 
 WEAVER_CONFIG = """\
@@ -77,14 +78,14 @@ inputs:
       - [part_logptrel, -4.7, 0.7]
       - [part_logerel, -4.7, 0.7]
       - [part_deltaR, 0.2, 4.0]
-      - [part_deta, null]
-      - [part_dphi, null]
       - [part_charge, null]
       - [part_isChargedHadron, null]
       - [part_isNeutralHadron, null]
       - [part_isPhoton, null]
       - [part_isElectron, null]
       - [part_isMuon, null]
+      - [part_deta, null]
+      - [part_dphi, null]
   pf_vectors:
     length: 128
     pad_mode: wrap
@@ -166,12 +167,12 @@ def time_jettag(files: list[str], workers: int) -> tuple[float, int]:
         "particle_features": [["part_pt_log", 1.7, 0.7], ["part_e_log", 2.0, 0.7], ["part_logptrel", -4.7, 0.7],
                               ["part_logerel", -4.7, 0.7], ["part_deltaR", 0.2, 4.0], *KINPID[5:]],
     })  # fmt: skip
-    dm = JetDataModule(features, train_files=files, labels=LABELS, batch_size=512, chunk_size=5000,
+    dm = JetDataModule(features, train_files=files, labels=LABELS, batch_size=512, piece_size=5000,
                        shuffle_buffer=50_000, streaming=True, progress=False, num_workers=workers)  # fmt: skip
     loader = JetStreamLoader(dm.stream("train"), num_workers=workers)
     start, jets = time.perf_counter(), 0
     for batch in loader:
-        jets += len(batch["y"])
+        jets += len(batch)
     return time.perf_counter() - start, jets
 
 

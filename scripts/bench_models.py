@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -41,6 +42,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from jettag.data import JetBatch
 from jettag.data.datamodule import JetDataModule
 from jettag.features.sets import FeatureSet
 from jettag.models import ParticleTransformer, load_weaver_weights
@@ -100,12 +102,12 @@ def make_batches(dm: JetDataModule, batch_size: int) -> tuple[list[dict], list[d
     return list(dm.test_dataloader()), in_file_order, list(dm.train_dataloader())
 
 
-def padded_for_weaver(batch: dict, device) -> tuple[torch.Tensor, ...]:
+def padded_for_weaver(batch: JetBatch, device) -> tuple[torch.Tensor, ...]:
     """A jettag batch padded to 128 particles, channels-first, as weaver's data loader delivers it."""
-    extra = MAX_PARTICLES - batch["x"].shape[1]
-    x = F.pad(batch["x"], (0, 0, 0, extra)).transpose(1, 2).contiguous()
-    v = F.pad(batch["v"], (0, 0, 0, extra)).transpose(1, 2).contiguous()
-    mask = F.pad(batch["mask"], (0, extra))[:, None].float()
+    extra = MAX_PARTICLES - batch.x.shape[1]
+    x = F.pad(batch.x, (0, 0, 0, extra)).transpose(1, 2).contiguous()
+    v = F.pad(batch.v, (0, 0, 0, extra)).transpose(1, 2).contiguous()
+    mask = F.pad(batch.mask, (0, extra))[:, None].float()
     return x.to(device), v.to(device), mask.to(device)
 
 
@@ -136,7 +138,7 @@ def build_models(num_features: int, num_classes: int, calibration: dict | None, 
 
 
 def run_jettag(model, batch, device, optimizer=None, autocast=False):
-    x, v, mask, y = (batch[k].to(device) for k in ("x", "v", "mask", "y"))
+    x, v, mask, y = (t.to(device) for t in (batch.x, batch.v, batch.mask, batch.y))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         if optimizer is None:
             return model(x, v, mask)
@@ -146,17 +148,17 @@ def run_jettag(model, batch, device, optimizer=None, autocast=False):
     optimizer.step()
 
 
-def as_weaver_fed(batch: dict) -> dict:
+def as_weaver_fed(batch: JetBatch) -> JetBatch:
     """The batch with exactly the tensors weaver's model gets (padded to 128), channels-last for jettag."""
     x, v, mask = padded_for_weaver(batch, "cpu")
-    return {"x": x.transpose(1, 2), "v": v.transpose(1, 2), "mask": mask[:, 0].bool(), "y": batch["y"]}
+    return dataclasses.replace(batch, x=x.transpose(1, 2), v=v.transpose(1, 2), mask=mask[:, 0].bool())
 
 
 def run_weaver(model, batch, device, optimizer=None):
     x, v, mask = padded_for_weaver(batch, device)
     if optimizer is None:
         return model(x, v, mask)
-    loss = F.cross_entropy(model(x, v, mask), batch["y"].to(device))
+    loss = F.cross_entropy(model(x, v, mask), batch.y.to(device))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -232,7 +234,7 @@ def main(argv=None) -> None:
     test, weaver_test, train_batches = make_batches(dm, args.batch_size)
     steps = args.train_steps
     jettag, weaver = build_models(num_features, dm.num_classes, train_batches[0], device)
-    n_jets = sum(len(b["y"]) for b in test)
+    n_jets = sum(len(b) for b in test)
 
     # agreement in eval mode on identical batches, after weaver's trimmer warm-up (5 calls)
     jettag.eval()
@@ -246,14 +248,14 @@ def main(argv=None) -> None:
             ours = run_jettag(jettag, batch, device)
             theirs = run_weaver(weaver, batch, device)
             diff = max(diff, (ours - theirs).abs().max().item())
-            by_jet.update(zip(batch["index"].tolist(), theirs.cpu(), strict=True))
+            by_jet.update(zip(batch.entry.tolist(), theirs.cpu(), strict=True))
             if not args.no_bf16:
                 low = run_jettag(jettag, batch, device, autocast=True)
                 bf16_diff = max(bf16_diff, (low.float() - theirs).abs().max().item())
         # weaver against itself: the same jets batched in file order instead
         for batch in weaver_test:
             theirs = run_weaver(weaver, batch, device).cpu()
-            again = torch.stack([by_jet[k] for k in batch["index"].tolist()])
+            again = torch.stack([by_jet[k] for k in batch.entry.tolist()])
             self_diff = max(self_diff, (theirs - again).abs().max().item())
 
     results: dict[str, list[float]] = {}

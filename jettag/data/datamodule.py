@@ -13,13 +13,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from jettag.data.dataset import JetBatchSampler, JetDataset
 from jettag.data.expressions import Expression, parse_new_variables
@@ -31,167 +29,18 @@ from jettag.data.fit import (
     standardization_record,
     write_json,
 )
-from jettag.data.jets import JetArrays, JetBuilder, ReadPlan
+from jettag.data.jets import JetArrays, JetBuilder
 from jettag.data.labels import LabelSpec
-from jettag.data.reader import FileEntry, JetFile, resolve_entries
-from jettag.data.streaming import JetStream, JetStreamLoader, StreamFile
-from jettag.errors import ConfigError, DataError, JetTagError
+from jettag.data.reader import FileEntry, resolve_entries
+from jettag.data.source import JetSource
+from jettag.data.streaming import JetStream, JetStreamLoader
+from jettag.errors import ConfigError, DataError
 from jettag.features.sets import FeatureSet
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 UNLABELLED = "unlabelled"  # the one class of jets read with data.labels: null
-
-
-def _as_entry(f) -> FileEntry:
-    return f if isinstance(f, FileEntry) else FileEntry(str(f))
-
-
-@dataclass(frozen=True)
-class CheckedFile:
-    """A file that opened and passed the checks, closed again: what reading and streaming need of it."""
-
-    path: str
-    label: int | None
-    num_entries: int
-    plan: ReadPlan | None  # None: the file has no entries
-    bounds: tuple[int, ...] | None = None  # piece boundaries (JetFile.piece_bounds), when asked for
-
-
-def check_files(
-    entries: Sequence[FileEntry | str],
-    builder: JetBuilder,
-    treename: str,
-    key: str,
-    skip_bad_files: bool = False,
-    skipped: Counter | None = None,
-    chunk_size: int | None = None,
-) -> list[CheckedFile]:
-    """Open every file and check its branches before reading; bad files are errors or, with
-    `skip_bad_files`, warnings (their jets counted as `bad_file`). With `chunk_size`, also the
-    boundaries of the file's pieces (for streaming).
-
-    One file is open at a time: each is closed before the next is opened. With all of them open
-    together, uproot's objects of every file (about 0.35 MB each) were alive at once, and the few
-    long-lived objects allocated meanwhile (these records) landed among them; once the files were
-    freed, those few kept CPython's memory pools (1 MB arenas) from being released, and the resident
-    set stayed about 0.35 MB higher per file checked (32 more arenas, the same allocated bytes, for 90
-    files).
-    """
-    spec = builder.labels
-    checked = []
-    for entry in map(_as_entry, entries):
-        label = spec.group_index(entry.group, key) if entry.group is not None and spec else None
-        try:
-            jet_file = JetFile(entry.path, treename, label)
-            try:
-                # a file without entries adds nothing, whatever its branches
-                plan = builder.plan(jet_file) if jet_file.num_entries else None
-                bounds = tuple(jet_file.piece_bounds(chunk_size)) if chunk_size is not None else None
-            finally:
-                jet_file.close()
-            checked.append(CheckedFile(entry.path, label, jet_file.num_entries, plan, bounds))
-        except JetTagError as err:
-            if not skip_bad_files or isinstance(err, ConfigError):
-                raise
-            lost = _entries_if_readable(entry.path, treename)
-            log.warning("%s: skipping a bad file (%d jets): %s", key, lost, err)
-            if skipped is not None:
-                skipped["bad_file"] += lost
-                skipped["bad_files"] += 1
-    return checked
-
-
-def _entries_if_readable(path: str, treename: str) -> int:
-    try:
-        jet_file = JetFile(path, treename)
-    except JetTagError:
-        return 0
-    jet_file.close()
-    return jet_file.num_entries
-
-
-def read_jets(
-    files: Sequence[str | FileEntry],
-    builder: JetBuilder,
-    treename: str,
-    chunk_size: int,
-    key: str,
-    progress: bool = True,
-    skip_bad_files: bool = False,
-    ranges: Sequence[tuple[int, int]] | None = None,
-) -> tuple[JetArrays, Counter]:
-    """Read and convert every jet of `files` (or the entry `ranges` of each), chunk by chunk."""
-    skipped: Counter = Counter()
-    checked = check_files(files, builder, treename, key, skip_bad_files, skipped)
-    names = [_as_entry(f).path for f in files]
-    return _read_checked(
-        checked, builder, treename, chunk_size, key, progress, skip_bad_files, ranges, skipped, names
-    )
-
-
-def _read_checked(
-    checked: Sequence[CheckedFile],
-    builder: JetBuilder,
-    treename: str,
-    chunk_size: int,
-    key: str,
-    progress: bool,
-    skip_bad_files: bool,
-    ranges: Sequence[tuple[int, int]] | None = None,
-    skipped: Counter | None = None,
-    names: Sequence[str] | None = None,  # of all the files asked for, for the error message
-) -> tuple[JetArrays, Counter]:
-    """The jets of checked files (or of the entry `ranges` of each), one open file at a time."""
-    skipped = Counter() if skipped is None else skipped
-    if ranges is None:
-        ranges = [(0, f.num_entries) for f in checked]
-    total = sum(stop - start for start, stop in ranges)
-    if total == 0:
-        names = ", ".join(names if names is not None else [f.path for f in checked])
-        raise DataError(f"{key}: the files {names} hold no jets; check that they are the right files.")
-    parts = []
-    with tqdm(total=total, unit=" jets", desc=f"reading {key}", disable=not progress, leave=False) as bar:
-        for info, (first, last) in zip(checked, ranges, strict=False):
-            if info.plan is None or first >= last:
-                continue
-            try:
-                jet_file = JetFile(info.path, treename, info.label)
-            except DataError as err:  # it opened when checked: changed or gone since
-                if not skip_bad_files:
-                    raise
-                log.warning("%s: skipped %d jets: %s", key, last - first, err)
-                skipped["bad_file"] += last - first
-                bar.update(last - first)
-                continue
-            read = info.plan.all_branches(builder.rename)
-            position = first
-            try:
-                while position < last:
-                    try:
-                        for chunk in jet_file.iterate(read, chunk_size, position, last):
-                            arrays, chunk_skipped = builder.build(chunk, info.plan)
-                            if len(arrays):
-                                parts.append(arrays)
-                            skipped += chunk_skipped
-                            bar.update(chunk.stop - chunk.start)
-                            position = chunk.stop
-                    except DataError as err:
-                        if not skip_bad_files:
-                            raise
-                        # skip the chunk that failed and go on after it
-                        lost = min(chunk_size, last - position)
-                        log.warning("%s: skipped %d jets: %s", key, lost, err)
-                        skipped["bad_file"] += lost
-                        bar.update(lost)
-                        position += lost
-            finally:
-                jet_file.close()
-    if not parts:
-        reasons = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in skipped.items())
-        raise DataError(f"{key}: all {total} jets were skipped ({reasons}); nothing is left to use.")
-    return JetArrays.concatenate(parts), skipped
 
 
 class JetDataModule(L.LightningDataModule):
@@ -211,6 +60,7 @@ class JetDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         chunk_size: int = 100_000,
+        piece_size: int = 100_000,
         group_by_length: bool = False,
         skip_empty_jets: bool = True,
         drop_nonfinite_jets: bool = False,
@@ -232,6 +82,8 @@ class JetDataModule(L.LightningDataModule):
             raise ConfigError(f"data.batch_size must be at least 1, not {batch_size}.")
         if chunk_size < 1:
             raise ConfigError(f"data.chunk_size must be at least 1, not {chunk_size}.")
+        if piece_size < 1:
+            raise ConfigError(f"data.piece_size must be at least 1, not {piece_size}.")
         if streaming not in (True, False, "auto"):
             raise ConfigError(f"data.streaming={streaming!r}; use true, false or auto.")
         if standardization not in ("fixed", "auto"):
@@ -268,7 +120,8 @@ class JetDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size  # jets read at a time (in memory, fit sample, test split)
+        self.piece_size = piece_size  # jets of a streamed piece
         self.group_by_length = group_by_length
         self.seed = seed
         self.progress = progress
@@ -279,6 +132,7 @@ class JetDataModule(L.LightningDataModule):
         self.fit_fraction = fit_fraction
         self.fit_max_jets = fit_max_jets
         self.skip_bad_files = skip_bad_files
+        self.sources: dict[str, JetSource] = {}
         self.datasets: dict[str, JetDataset] = {}
         self.streams: dict[str, JetStream] = {}
         self.loaders: dict[str, JetStreamLoader] = {}
@@ -297,6 +151,15 @@ class JetDataModule(L.LightningDataModule):
 
     def _entries(self, split: str) -> list[FileEntry]:
         return resolve_entries(self.files[split], f"data.{split}_files")
+
+    def source(self, split: str) -> JetSource:
+        """The files of one split, scanned (opened and checked once each) on first use."""
+        if split not in self.sources:
+            self.sources[split] = JetSource(
+                self._entries(split), self.builder, self.treename, f"data.{split}_files", self.skip_bad_files,
+                piece_size=self.piece_size if split != "test" else None,
+            )  # fmt: skip
+        return self.sources[split]
 
     # --- fitting on the training data -------------------------------------------------------
 
@@ -327,12 +190,9 @@ class JetDataModule(L.LightningDataModule):
             selection=self.builder.selection,
             new_variables=self.builder.new_variables,
         )
-        checked = check_files(self._entries("train"), raw, self.treename, key, self.skip_bad_files)
-        ranges = sample_ranges([f.num_entries for f in checked], self.fit_fraction, self.fit_max_jets)
-        sample, _ = _read_checked(
-            checked, raw, self.treename, self.chunk_size, f"{key} (fit sample)", self.progress,
-            self.skip_bad_files, ranges,
-        )  # fmt: skip
+        source = self.source("train")
+        ranges = sample_ranges([f.num_entries for f in source.files], self.fit_fraction, self.fit_max_jets)
+        sample, _ = source.read(self.chunk_size, ranges, raw, self.progress, f"{key} (fit sample)")
         if self.features.needs_fit or refit:
             self.features = fit_standardization(self.features, sample.features, refit)
             self.builder.features = self.features
@@ -370,11 +230,7 @@ class JetDataModule(L.LightningDataModule):
             return False
         if self.streaming is True:
             return True
-        if not hasattr(self, "_train_total"):
-            checked = check_files(self._entries("train"), self.builder, self.treename, "data.train_files",
-                                  self.skip_bad_files)  # fmt: skip
-            self._train_total = sum(f.num_entries for f in checked)
-        return self._train_total > self.in_memory_max_jets
+        return self.source("train").total > self.in_memory_max_jets
 
     def dataset(self, split: str) -> JetDataset:
         """The jets of one split in memory, read on first use."""
@@ -382,10 +238,7 @@ class JetDataModule(L.LightningDataModule):
             if split == "train":
                 self.fit()
             key = f"data.{split}_files"
-            jets, skipped = read_jets(
-                self._entries(split), self.builder, self.treename, self.chunk_size, key, self.progress,
-                self.skip_bad_files,
-            )  # fmt: skip
+            jets, skipped = self.source(split).read(self.chunk_size, progress=self.progress)
             self.skipped[split] = dict(skipped)
             for why, n in skipped.items():
                 log.warning("%s: skipped %d jets (%s) of %d", key, n, why.replace("_", " "), n + len(jets))
@@ -393,26 +246,20 @@ class JetDataModule(L.LightningDataModule):
         return self.datasets[split]
 
     def stream(self, split: str) -> JetStream:
-        """The jets of one split as a stream; the files are opened and checked on first use."""
+        """The jets of one split as a stream; the files are scanned on first use."""
         if split not in self.streams:
             self.fit()
-            key = f"data.{split}_files"
-            skipped: Counter = Counter()
-            checked = check_files(
-                self._entries(split), self.builder, self.treename, key, self.skip_bad_files, skipped,
-                chunk_size=self.chunk_size,
-            )  # fmt: skip
-            files = [StreamFile(f.path, f.num_entries, f.label, f.bounds) for f in checked]
-            if not sum(f.num_entries for f in files):
-                raise DataError(f"{key}: the files hold no jets; check that they are the right files.")
+            source = self.source(split)
+            if not source.total:
+                raise DataError(
+                    f"data.{split}_files: the files hold no jets; check that they are the right files."
+                )
             train = split == "train"
             self.streams[split] = JetStream(
-                files, self.builder, self.treename,
-                batch_size=self.batch_size if train else self.eval_batch_size,
-                chunk_size=self.chunk_size, shuffle=train, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
-                weights=self.reweighting if train else None, skip_bad_files=self.skip_bad_files,
+                source, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
+                shuffle_buffer=self.shuffle_buffer, seed=self.seed, weights=self.reweighting if train else None,
             )  # fmt: skip
-            self.skipped[split] = dict(skipped)
+            self.skipped[split] = dict(source.skipped)
         return self.streams[split]
 
     def setup(self, stage: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Jets in memory, padded batch by batch into tensors with a boolean mask.
+"""Jets in memory, padded batch by batch into `JetBatch`es, and the sampler that draws the batches.
 
 A batch is padded only to the longest jet it contains, not to `max_particles`: padding costs
 compute in every attention block, and the models give the same scores either way.
@@ -12,15 +12,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from jettag.data.jets import JetArrays, as_rows, padding_rows, rows_with_zero
+from jettag.data.batch import JetBatch, RowBlock, pad_jets
+from jettag.data.jets import JetArrays, rows_with_zero
 
 
 class JetDataset(Dataset):
-    """Indexed by a list of jet indices, it returns a whole padded batch.
+    """Indexed by a list of jet indices, it returns a whole padded `JetBatch`.
 
-    Use it with `batch_size=None` and a batch sampler (see `JetDataModule`). A batch is a dict:
-    `x` (B, N, C) features, `v` (B, N, 4) four-vectors, `mask` (B, N) True for real particles,
-    `y` (B,) class index, `index` (B,) position of each jet in the dataset.
+    Use it with `batch_size=None` and a batch sampler (see `JetDataModule`).
     """
 
     def __init__(self, jets: JetArrays):
@@ -40,27 +39,10 @@ class JetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.counts)
 
-    def __getitem__(self, index) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index) -> JetBatch:
         index = np.atleast_1d(np.asarray(index, dtype=np.int64))
-        counts = self.counts[index]
-        batch, length = len(index), max(int(counts.max()), 1)
-        mask = np.arange(length) < counts[:, None]
-        rows = padding_rows(self.offsets[index], counts, length, zero=len(self._features))
-        channels = self._features.shape[1]
-        x = np.empty((batch, length, channels), dtype=np.float32)
-        v = np.empty((batch, length, 4), dtype=np.float32)
-        # whole particles (rows) at a time: several times faster than fancy indexing on the floats;
-        # mode="clip" (the rows are in range): with the default "raise", `out` is buffered
-        np.take(self._feature_rows, rows, out=as_rows(x.reshape(-1, channels)), mode="clip")
-        np.take(self._vector_rows, rows, out=as_rows(v.reshape(-1, 4)), mode="clip")
-        index_t = torch.from_numpy(index)
-        return {
-            "x": torch.from_numpy(x),
-            "v": torch.from_numpy(v),
-            "mask": torch.from_numpy(mask),
-            "y": self.labels[index_t],
-            "index": index_t,
-        }
+        block = RowBlock(self._feature_rows, self._vector_rows, self.offsets[index], self.counts[index])
+        return pad_jets([block], self.jets.labels[index], self.jets.entries[index], self._features.shape[1])
 
 
 def torch_world() -> tuple[int, int]:

@@ -17,9 +17,9 @@ from jettag.data.expressions import Expression
 from jettag.data.labels import LabelSpec
 from jettag.data.reader import Chunk, JetFile
 from jettag.errors import ConfigError, DataError
-from jettag.features.kinematics import FOUR_MOMENTUM, JET_AXIS, jet_axis_from_particles
+from jettag.features.kinematics import FOUR_MOMENTUM, JET_AXIS
 from jettag.features.sets import FeatureSet
-from jettag.features.variables import VariableComputer, jet_axis_used, required_branches
+from jettag.features.variables import VariableComputer, required_branches
 
 DERIVED_OBSERVERS = frozenset({*JET_AXIS, "jet_mass", "jet_nparticles"})
 
@@ -47,6 +47,13 @@ class JetArrays:
     labels: np.ndarray  # (jets,) class index
     truth: dict[str, np.ndarray] = field(default_factory=dict)  # label branches as read
     observers: dict[str, np.ndarray] = field(default_factory=dict)
+    # (jets,) entry number in the chain of the files read (file offset + entry in the file); by
+    # default 0, 1, 2, ... (jets not read from files)
+    entries: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.entries is None:
+            self.entries = np.arange(len(self.counts), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -61,6 +68,7 @@ class JetArrays:
             labels=np.concatenate([p.labels for p in parts]),
             truth={k: np.concatenate([p.truth[k] for p in parts]) for k in first.truth},
             observers={k: np.concatenate([p.observers[k] for p in parts]) for k in first.observers},
+            entries=np.concatenate([p.entries for p in parts]),
         )
 
     def take(self, index: np.ndarray) -> JetArrays:
@@ -98,6 +106,7 @@ class JetArrays:
             joined([jets.labels[index] for jets, index in selections]),
             {k: joined([jets.truth[k][index] for jets, index in selections]) for k in first.truth},
             {k: joined([jets.observers[k][index] for jets, index in selections]) for k in first.observers},
+            joined([jets.entries[index] for jets, index in selections]),
         )
 
 
@@ -318,17 +327,7 @@ class JetBuilder:
             truth = self.labels.truth_of(labels)
         else:
             labels, truth = self.labels.decode(arrays, where, first)
-        # The jet axis summed from all particles (before truncation), where the features or the
-        # observers use a part of it that the file does not carry.
-        used = jet_axis_used((f.name for f in self.features.features), {*particles, *jets})
-        missing_axis = [n for n in JET_AXIS if n not in jets and (n in used or n in self.observers)]
-        if missing_axis or "jet_mass" in self.observers:
-            derived = jet_axis_from_particles(*(particles[n] for n in FOUR_MOMENTUM), counts)
-            for name in missing_axis:
-                jets[name] = derived[name]
-        else:
-            derived = {}
-        observers = {}
+        file_observers = {}
         for name in self.observers:
             if name in plan.observers or name in computed:
                 values = column(name)
@@ -336,13 +335,9 @@ class JetBuilder:
                     raise DataError(
                         f"{where}: observer '{name}' holds several values per jet; observers need one."
                     )
-                observers[name] = ak.to_numpy(values)
-            elif name == "jet_nparticles":
-                observers[name] = counts.astype(np.float32)
-            else:
-                observers[name] = (jets[name] if name in jets else derived[name]).astype(np.float32)
+                file_observers[name] = ak.to_numpy(values)
 
-        entries = np.arange(first, first + num_jets)
+        entries = np.arange(first, first + num_jets, dtype=np.int64) + chunk.offset
         if drop.any():
             keep = ~drop
             entries = entries[keep]
@@ -351,10 +346,22 @@ class JetBuilder:
             jets = {k: v[keep] for k, v in jets.items()}
             counts, labels = counts[keep], labels[keep]
             truth = {k: v[keep] for k, v in truth.items()}
-            observers = {k: v[keep] for k, v in observers.items()}
+            file_observers = {k: v[keep] for k, v in file_observers.items()}
+
+        # Jet-level variables the file lacks (the jet axis, its mass) come from the sum of all of a jet's
+        # particles, before truncation: `whole` computes them once, when first asked for.
+        whole = VariableComputer(particles, jets, counts)
+        observers = {}
+        for name in self.observers:
+            if name in file_observers:
+                observers[name] = file_observers[name]
+            elif name == "jet_nparticles":
+                observers[name] = counts.astype(np.float32)
+            else:
+                observers[name] = np.asarray(whole.jet(name)).astype(np.float32)
 
         particles, counts = _sort_and_truncate(particles, counts, self.features.max_particles)
-        variables = VariableComputer(particles, jets, counts)
+        variables = whole.truncated(particles, counts)
         features = _columns(
             len(particles["part_px"]),
             (variables(f.name) for f in self.features.features),
@@ -363,13 +370,14 @@ class JetBuilder:
         bad = ~np.isfinite(features)
         if bad.any():
             row, col = np.argwhere(bad)[0]
-            entry = int(np.repeat(entries, counts)[row])
+            entry = int(np.repeat(entries, counts)[row]) - chunk.offset
             raise DataError(
                 f"{where}: feature '{self.features.features[col].name}' is not finite for a particle of the jet "
                 f"at entry {entry} (from an input such as a zero or negative energy); check that jet's values."
             )
         vectors = _columns(len(particles["part_px"]), (particles[n] for n in FOUR_MOMENTUM))
-        return JetArrays(features, vectors, counts.astype(np.int64), labels, truth, observers), skipped
+        jets_out = JetArrays(features, vectors, counts.astype(np.int64), labels, truth, observers, entries)
+        return jets_out, skipped
 
 
 def _jagged(values: ak.Array) -> tuple[np.ndarray, np.ndarray]:

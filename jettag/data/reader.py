@@ -23,6 +23,7 @@ import awkward as ak
 import numpy as np
 
 from jettag.errors import ConfigError, DataError
+from jettag.features.kinematics import jet_axis_from_particles, particle_vectors, relative_coordinates
 
 # `NAME:pattern`, but not a URL such as root://host//file.root
 _GROUP = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):(?!//)(.+)$")
@@ -109,6 +110,7 @@ class Chunk:
     stop: int
     arrays: ak.Array
     label: int | None = None  # class index of a per-class group
+    offset: int = 0  # entry number of the file's first entry in the chain of files read
 
     @property
     def where(self) -> str:
@@ -365,25 +367,11 @@ def top_table_to_jets(frame, num_particles: int) -> ak.Array:
     real = energy > 0
     counts = real.sum(axis=1)
     e, x, y, z = (a[real] for a in (energy, px, py, pz))  # row-major: jet by jet, pT order kept
-    starts = np.cumsum(counts) - counts
-    nonempty = counts > 0
-
-    def per_jet(a: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(counts))
-        out[nonempty] = np.add.reduceat(a, starts[nonempty]) if a.size else 0.0
-        return out
-
-    jx, jy, jz, je = per_jet(x), per_jet(y), per_jet(z), per_jet(e)
-    jet_pt = np.hypot(jx, jy)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        jet_eta = np.where(jet_pt > 0, np.arcsinh(jz / jet_pt), 0.0)
-        jet_mass = np.sqrt(np.maximum(je**2 - jx**2 - jy**2 - jz**2, 0.0))
-        pt = np.hypot(x, y)
-        eta = np.arcsinh(z / pt)
-    jet_phi = np.arctan2(jy, jx)
-    sign = np.where(np.repeat(jet_eta, counts) >= 0, 1.0, -1.0)
-    deta = (eta - np.repeat(jet_eta, counts)) * sign
-    dphi = (np.arctan2(y, x) - np.repeat(jet_phi, counts) + np.pi) % (2 * np.pi) - np.pi
+    # the JetClass conventions (jet axis = four-vector sum, deta sign, dphi wrap): jettag.features.kinematics
+    axis = jet_axis_from_particles(x, y, z, e, counts)
+    deta, dphi = relative_coordinates(
+        particle_vectors(x, y, z, e), np.repeat(axis["jet_eta"], counts), np.repeat(axis["jet_phi"], counts)
+    )
     label = frame["is_signal_new"].to_numpy().astype(np.int64)
 
     def jagged(a: np.ndarray) -> ak.Array:
@@ -392,9 +380,8 @@ def top_table_to_jets(frame, num_particles: int) -> ak.Array:
     return ak.Array({
         "part_px": jagged(x), "part_py": jagged(y), "part_pz": jagged(z), "part_energy": jagged(e),
         "part_deta": jagged(deta), "part_dphi": jagged(dphi),
-        "jet_pt": jet_pt.astype(np.float32), "jet_eta": jet_eta.astype(np.float32),
-        "jet_phi": jet_phi.astype(np.float32), "jet_energy": je.astype(np.float32),
-        "jet_mass": jet_mass.astype(np.float32), "jet_nparticles": counts.astype(np.float32),
+        **{name: axis[name].astype(np.float32) for name in ("jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_mass")},
+        "jet_nparticles": counts.astype(np.float32),
         "label": label, "label_QCD": label == 0, "label_Tbqq": label == 1,
     })  # fmt: skip
 

@@ -64,50 +64,49 @@ def required_branches(names: Iterable[str], available: Iterable[str]) -> tuple[s
     return read, missing
 
 
-def jet_axis_used(names: Iterable[str], available: Iterable[str]) -> set[str]:
-    """The jet-axis variables (`JET_AXIS`) that computing `names` uses, given the branches read."""
-    available = set(available)
-    used: set[str] = set()
-
-    def need(name: str) -> None:
-        if name in JET_AXIS:
-            used.add(name)
-        elif name in READ_IF_PRESENT and name in available:
-            pass
-        elif name in DERIVED:
-            for dep in DERIVED[name]:
-                need(dep)
-
-    for name in names:
-        need(name)
-    return used
-
-
 class VariableComputer:
     """Computes named variables for one chunk of jets, each at most once.
 
     `particles` maps branch names to flat per-particle arrays, `jets` maps branch names to
-    per-jet arrays, `counts` is the number of particles of each jet.
+    per-jet arrays, `counts` is the number of particles of each jet. A jet-level variable the
+    file lacks (the jet axis `jet_pt jet_eta jet_phi jet_energy`, and `jet_mass`) is the
+    four-vector sum of all of the jet's particles: computed once, here, and shared with the
+    computer of the same jets truncated to their leading particles (`truncated`).
     """
 
-    def __init__(self, particles: dict[str, np.ndarray], jets: dict[str, np.ndarray], counts: np.ndarray):
+    def __init__(
+        self,
+        particles: dict[str, np.ndarray],
+        jets: dict[str, np.ndarray],
+        counts: np.ndarray,
+        whole: VariableComputer | None = None,
+    ):
         self.particles = particles
         self.jets = jets
         self.counts = counts
+        self._whole = whole  # the same jets with all their particles, for the jet-level sums
         self._cache: dict[str, np.ndarray] = {}
+        self._jet_cache: dict[str, np.ndarray] = {}
         self._p4 = particle_vectors(*(particles[name] for name in FOUR_MOMENTUM))
 
+    def truncated(self, particles: dict[str, np.ndarray], counts: np.ndarray) -> VariableComputer:
+        """The computer of the same jets with fewer particles each (the leading ones): per-particle
+        variables from those, jet-level ones from all particles."""
+        return VariableComputer(particles, self.jets, counts, whole=self)
+
     def jet(self, name: str) -> np.ndarray:
-        """A jet-level variable (one value per jet), read or summed from the particles."""
+        """A jet-level variable (one value per jet), read or summed from all the jet's particles."""
         if name in self.jets:
             return self.jets[name]
-        if name in self._cache:
-            return self._cache[name]
-        if name in JET_AXIS or name == "jet_mass":
-            axis = jet_axis_from_particles(*(self.particles[n] for n in FOUR_MOMENTUM), self.counts)
-            self._cache.update(axis)
-            return axis[name]
-        raise KeyError(name)
+        if self._whole is not None:
+            return self._whole.jet(name)
+        if name not in self._jet_cache:
+            if name not in JET_AXIS and name != "jet_mass":
+                raise KeyError(name)
+            self._jet_cache.update(
+                jet_axis_from_particles(*(self.particles[n] for n in FOUR_MOMENTUM), self.counts)
+            )
+        return self._jet_cache[name]
 
     def per_particle(self, jet_values: np.ndarray) -> np.ndarray:
         return np.repeat(jet_values, self.counts)

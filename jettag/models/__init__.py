@@ -1,6 +1,6 @@
 """Jet tagging models. Each takes (x, v, mask) channels-last and returns class logits."""
 
-from jettag.models.base import JetTagger
+from jettag.models.base import JetTagger, class_scores
 from jettag.models.complexity import count_macs, count_parameters
 from jettag.models.part import ParticleTransformer
 from jettag.models.particlenet import ParticleNet
@@ -14,6 +14,7 @@ __all__ = [
     "ParticleFlowNetwork",
     "ParticleNet",
     "ParticleTransformer",
+    "class_scores",
     "count_macs",
     "count_parameters",
     "load_weaver_weights",

@@ -20,6 +20,12 @@ import torch
 from torch import nn
 
 
+def class_scores(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (softmax, float32) from a model's logits: the one place scores are made
+    (training's evaluation, jettag-predict, the exported ONNX model)."""
+    return torch.softmax(logits.float(), dim=-1)
+
+
 def _has_parameters(module: nn.Module) -> bool:
     return next(module.parameters(), None) is not None
 

@@ -1,7 +1,7 @@
 """Supervised jet classification as a LightningModule.
 
-The module receives its network from outside (any `nn.Module` taking `(x, v, mask)` and returning
-logits) and an optimizer / scheduler factory (Hydra `_partial_` objects). Validation and test
+The module receives its network from outside (any `nn.Module` taking `(x, v, mask)`, a
+`JetBatch`'s `inputs`, and returning logits) and an optimizer / scheduler factory (Hydra `_partial_` objects). Validation and test
 metrics (accuracy, AUC, background rejection) are computed on all predictions of the epoch at
 once, never averaged over batches.
 """
@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jettag.data.batch import JetBatch
 from jettag.errors import DataError
 from jettag.evaluation.metrics import compute_metrics
+from jettag.models.base import class_scores
 
 log = logging.getLogger(__name__)
 
@@ -69,24 +71,23 @@ class JetClassifier(L.LightningModule):
         self._outputs: dict[str, list] = {"val": [], "test": []}
         self.predictions: dict[str, np.ndarray] = {}  # "scores", "labels" of the last test, by jet index
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(batch["x"], batch["v"], batch["mask"])
+    def forward(self, batch: JetBatch) -> torch.Tensor:
+        return self.model(*batch.inputs)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: JetBatch, batch_idx: int) -> torch.Tensor:
         logits = self(batch)
-        loss = F.cross_entropy(logits, batch["y"], label_smoothing=self.label_smoothing)
-        acc = (logits.argmax(-1) == batch["y"]).float().mean()
-        size = len(batch["y"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        self.log("train/acc", acc, prog_bar=True, batch_size=size)
+        loss = F.cross_entropy(logits, batch.y, label_smoothing=self.label_smoothing)
+        acc = (logits.argmax(-1) == batch.y).float().mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log("train/acc", acc, prog_bar=True, batch_size=len(batch))
         return loss
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+    def _eval_step(self, batch: JetBatch, stage: str) -> None:
         logits = self(batch)
-        loss = F.cross_entropy(logits, batch["y"])
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(batch["y"]), sync_dist=True)
-        probs = torch.softmax(logits.float(), dim=-1)
-        self._outputs[stage].append((batch["index"].cpu(), probs.detach().cpu(), batch["y"].cpu()))
+        loss = F.cross_entropy(logits, batch.y)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(batch), sync_dist=True)
+        scores = class_scores(logits)
+        self._outputs[stage].append((batch.entry.cpu(), scores.detach().cpu(), batch.y.cpu()))
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -95,12 +96,12 @@ class JetClassifier(L.LightningModule):
         self._eval_step(batch, "test")
 
     def _collect(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and labels of the epoch from every process, one per jet, ordered by jet index.
+        """Scores and labels of the epoch from every process, one per jet, in entry order (the split's order).
 
         Under DDP each process scored its share of the batches; they are gathered here so that the
         metrics are those of all predictions together, never an average over processes. Batches that
         the sampler repeated to give every process the same number are scored twice: the first score
-        of each jet index is kept.
+        of each jet (entry) is kept.
         """
         outputs, self._outputs[stage] = self._outputs[stage], []
         num_classes = max(len(self.class_names), 1)
@@ -115,7 +116,7 @@ class JetClassifier(L.LightningModule):
             index = np.concatenate([g[0] for g in gathered])
             scores = np.concatenate([g[1] for g in gathered])
             labels = np.concatenate([g[2] for g in gathered])
-        index, first = np.unique(index, return_index=True)  # sorted by jet index, first score of each jet
+        index, first = np.unique(index, return_index=True)  # in entry order, the first score of each jet
         return scores[first], labels[first]
 
     def _log_metrics(self, stage: str, scores: np.ndarray, labels: np.ndarray) -> None:

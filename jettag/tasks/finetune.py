@@ -42,6 +42,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from jettag.checkpoint import is_jettag_checkpoint, read_torch_file
+from jettag.data.batch import JetBatch
 from jettag.errors import ConfigError
 from jettag.models.base import JetTagger, covers
 from jettag.models.part import ParticleTransformer
@@ -287,10 +288,10 @@ class FineTuner(JetClassifier):
         # back to train mode (e.g. after validation)
         self.set_backbone_frozen(self.trainer.global_step < self.freeze_until)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, batch: JetBatch) -> torch.Tensor:
         if self._frozen() and set(self.fast_modules) <= set(self.model.head_modules):
             with torch.no_grad():  # nothing in the backbone trains: keep no graph of it
-                features = self.model.forward_features(batch["x"], batch["v"], batch["mask"])
+                features = self.model.forward_features(*batch.inputs)
             return self.model.forward_head(features)
         return super().forward(batch)
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jettag.data.batch import JetBatch
 from jettag.errors import ConfigError
 from jettag.tasks.classification import decay_groups, with_scheduler
 
@@ -130,8 +131,8 @@ class MaskedParticlePretrainer(L.LightningModule):
         v_in = torch.where(masked[..., None], direction_only(v, self.masked_pt), v)
         return x_in, v_in
 
-    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
-        x, v, mask = batch["x"], batch["v"], batch["mask"].bool()
+    def loss(self, batch: JetBatch, generator: torch.Generator | None = None) -> torch.Tensor:
+        x, v, mask = batch.inputs
         masked = mask_particles(mask, self.mask_fraction, generator)
         x_in, v_in = self.masked_inputs(x, v, masked)
         tokens = self.model.forward_tokens(x_in, v_in, mask)  # (B, N, D)
@@ -143,14 +144,14 @@ class MaskedParticlePretrainer(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["x"]))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
     def _eval_step(self, batch, batch_idx, stage: str):
         # the same masks in every evaluation: the validation loss is comparable from epoch to epoch
         generator = torch.Generator().manual_seed(1000 + batch_idx)
         loss = self.loss(batch, generator)
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(batch["x"]))
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(batch))
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, batch_idx, "val")

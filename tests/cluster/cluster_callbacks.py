@@ -21,7 +21,7 @@ class RecordBatches(L.Callback):
             step = {
                 "step": trainer.global_step,
                 "epoch": trainer.current_epoch,
-                "jets": batch["index"].tolist(),
+                "jets": batch.entry.tolist(),
             }
             f.write(json.dumps(step) + "\n")
 

@@ -69,7 +69,7 @@ def bad_files(tmp_path_factory):
 
 
 def module(files, streaming=False, skip=False) -> JetDataModule:
-    return JetDataModule(KINPID, train_files=files, chunk_size=100, batch_size=64, progress=False,
+    return JetDataModule(KINPID, train_files=files, chunk_size=100, piece_size=100, batch_size=64, progress=False,
                          streaming=streaming, skip_bad_files=skip, shuffle_buffer=64)  # fmt: skip
 
 
@@ -78,7 +78,7 @@ def read_all(dm: JetDataModule) -> tuple[int, dict]:
         dm.dataset("train")
         return len(dm.datasets["train"]), dm.summary()["train"]["skipped"]
     dm.loaders["train"] = loader = JetStreamLoader(dm.stream("train"))
-    jets = sum(len(b["y"]) for b in loader)
+    jets = sum(len(b) for b in loader)
     return jets, dm.summary()["train"]["skipped"]
 
 

@@ -21,18 +21,18 @@ def test_padding_places_every_particle():
     jets = arrays([3, 1, 5, 2])
     ds = JetDataset(jets)
     batch = ds[[2, 0, 3]]
-    assert batch["x"].shape == (3, 5, 3)  # padded to the longest jet of the batch only
+    assert batch.x.shape == (3, 5, 3)  # padded to the longest jet of the batch only
     offsets = np.cumsum(jets.counts) - jets.counts
     for row, j in enumerate([2, 0, 3]):
         n = jets.counts[j]
         expected = torch.from_numpy(jets.features[offsets[j] : offsets[j] + n])
-        torch.testing.assert_close(batch["x"][row, :n], expected)
+        torch.testing.assert_close(batch.x[row, :n], expected)
         torch.testing.assert_close(
-            batch["v"][row, :n], torch.from_numpy(jets.vectors[offsets[j] : offsets[j] + n])
+            batch.v[row, :n], torch.from_numpy(jets.vectors[offsets[j] : offsets[j] + n])
         )
-        assert batch["mask"][row].tolist() == [True] * n + [False] * (5 - n)
-        assert (batch["x"][row, n:] == 0).all()
-    assert batch["y"].tolist() == [0, 0, 1] and batch["index"].tolist() == [2, 0, 3]
+        assert batch.mask[row].tolist() == [True] * n + [False] * (5 - n)
+        assert (batch.x[row, n:] == 0).all()
+    assert batch.y.tolist() == [0, 0, 1] and batch.entry.tolist() == [2, 0, 3]
 
 
 def test_sampler_covers_each_jet_once_and_is_reproducible():

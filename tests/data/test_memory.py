@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import toy_jets, write_root
 
-from jettag.data import JetDataModule, datamodule
+from jettag.data import JetDataModule, source
 from jettag.data.streaming import JetStreamLoader
 from jettag.features.sets import FeatureSet
 
@@ -29,11 +29,11 @@ def rss_mb() -> float:
 
 
 def peak_while_streaming(files) -> tuple[float, int]:
-    dm = JetDataModule(FEATURES, train_files=files, streaming=True, chunk_size=500, shuffle_buffer=1000,
+    dm = JetDataModule(FEATURES, train_files=files, streaming=True, piece_size=500, shuffle_buffer=1000,
                        batch_size=100, progress=False)  # fmt: skip
     peak, jets = 0.0, 0
     for batch in JetStreamLoader(dm.stream("train")):
-        jets += len(batch["y"])
+        jets += len(batch)
         peak = max(peak, rss_mb())
     return peak, jets
 
@@ -64,7 +64,7 @@ def test_stream_freezes_the_collector_only_while_it_runs(tmp_path):
     import gc
 
     files = [write_root(tmp_path / f"f{i}.root", toy_jets(60, seed=i)) for i in range(2)]
-    dm = JetDataModule(FEATURES, train_files=files, streaming=True, chunk_size=20, batch_size=10,
+    dm = JetDataModule(FEATURES, train_files=files, streaming=True, piece_size=20, batch_size=10,
                        shuffle_buffer=20, progress=False)  # fmt: skip
     assert gc.get_freeze_count() == 0
     batches = iter(JetStreamLoader(dm.stream("train")))
@@ -83,13 +83,14 @@ def test_stream_freezes_the_collector_only_while_it_runs(tmp_path):
 
 
 def test_files_checked_and_read_one_at_a_time(tmp_path, monkeypatch):
-    """Checking (before streaming or reading) opens one file at a time: all open together, their
-    objects would leave ~0.35 MB resident per file once freed (see the test above)."""
+    """The scan (before streaming or reading) and a reading pass open one file at a time, each file once
+    per pass: all open together, their objects would leave ~0.35 MB resident per file once freed (see
+    the test above)."""
     first = write_root(tmp_path / "f0.root", toy_jets(50, seed=5))
     files = [first] + [str(shutil.copy(first, tmp_path / f"f{i}.root")) for i in range(1, 5)]
     state = {"open": 0, "most": 0, "opened": 0}
 
-    class CountingFile(datamodule.JetFile):
+    class CountingFile(source.JetFile):
         def _open_root(self):
             super()._open_root()
             state["open"] += 1
@@ -101,10 +102,13 @@ def test_files_checked_and_read_one_at_a_time(tmp_path, monkeypatch):
                 state["open"] -= 1
             super().close()
 
-    monkeypatch.setattr(datamodule, "JetFile", CountingFile)
-    dm = JetDataModule(FEATURES, train_files=files, streaming=True, chunk_size=20,
-                       batch_size=10, progress=False)  # fmt: skip
-    assert sum(len(b["y"]) for b in JetStreamLoader(dm.stream("train"))) == 250
-    jets, _ = datamodule.read_jets(files, dm.builder, "tree", 20, "data.val_files", progress=False)
+    monkeypatch.setattr(source, "JetFile", CountingFile)
+    dm = JetDataModule(
+        FEATURES, train_files=files, streaming=True, piece_size=20, batch_size=10, progress=False
+    )
+    stream = dm.stream("train")  # the scan: every file once
+    assert state == {"open": 0, "most": 1, "opened": 5}
+    assert dm.is_streamed("train") and stream.total == 250 and state["opened"] == 5  # no second scan
+    jets, _ = source.read_jets(files, dm.builder, "tree", 20, "data.val_files", progress=False)
     assert len(jets) == 250
-    assert state["most"] == 1 and state["open"] == 0 and state["opened"] >= 15, state
+    assert state == {"open": 0, "most": 1, "opened": 15}, state  # a scan and a reading pass: 5 + 5

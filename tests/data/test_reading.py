@@ -78,10 +78,10 @@ def test_datamodule_batches(toy_root_files):
                        test_files=[toy_root_files["test"]], batch_size=64, progress=False)  # fmt: skip
     dm.setup("fit")
     assert dm.num_classes == 2 and dm.class_names == ["label_QCD", "label_Tbqq"]
-    seen = np.concatenate([b["index"].numpy() for b in dm.train_dataloader()])
+    seen = np.concatenate([b.entry.numpy() for b in dm.train_dataloader()])
     # drop_last drops at most one partial batch; everything else appears exactly once
     assert len(seen) == len(set(seen)) and len(dm.datasets["train"]) - len(seen) < 64
-    val = np.concatenate([b["index"].numpy() for b in dm.val_dataloader()])
+    val = np.concatenate([b.entry.numpy() for b in dm.val_dataloader()])
     assert sorted(val) == list(range(len(dm.datasets["val"])))
 
 

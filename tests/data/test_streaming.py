@@ -33,7 +33,7 @@ def group_files(tmp_path_factory):
 def datamodule(base, **kwargs) -> JetDataModule:
     settings = dict(
         train_files=[f"QCD:{base}/qcd_*.root", f"Tbqq:{base}/top_*.root"],
-        labels=["label_QCD", "label_Tbqq"], batch_size=32, chunk_size=40, shuffle_buffer=100,
+        labels=["label_QCD", "label_Tbqq"], batch_size=32, piece_size=40, shuffle_buffer=100,
         streaming=True, progress=False, seed=3,
     )  # fmt: skip
     settings.update(kwargs)
@@ -62,23 +62,23 @@ def test_every_jet_once_with_two_workers_and_two_ranks(group_files):
     stream = dm.stream("train")
     total = sum(SIZES["qcd"]) + sum(SIZES["top"])
     batches = {rank: run_epoch(stream, rank, 2, workers=2) for rank in (0, 1)}
-    ids = torch.cat([b["index"] for rank in batches for b in batches[rank]]).numpy()
+    ids = torch.cat([b.entry for rank in batches for b in batches[rank]]).numpy()
     assert len(ids) == total and np.array_equal(np.sort(ids), np.arange(total))
     # equal numbers of batches on both ranks (DDP would wait forever otherwise), as announced by len()
     assert len(batches[0]) == len(batches[1]) == len(stream)
     # labels from the file groups: ids below the QCD total are QCD jets (files in group order)
-    labels = torch.cat([b["y"] for rank in batches for b in batches[rank]]).numpy()
+    labels = torch.cat([b.y for rank in batches for b in batches[rank]]).numpy()
     assert np.array_equal(labels, (ids >= sum(SIZES["qcd"])).astype(int))
     # classes mixed within the first batch of every rank although every file holds a single class
     for rank in (0, 1):
-        first = batches[rank][0]["y"].numpy()
+        first = batches[rank][0].y.numpy()
         assert 0 < first.mean() < 1
 
 
 def test_order_reproducible_from_seed_and_changes_with_epoch(group_files):
     def order(seed, epoch):
         stream = datamodule(group_files, seed=seed).stream("train")
-        return torch.cat([b["index"] for b in run_epoch(stream, 0, 1, workers=0, epoch=epoch)]).numpy()
+        return torch.cat([b.entry for b in run_epoch(stream, 0, 1, workers=0, epoch=epoch)]).numpy()
 
     first = order(3, 0)
     assert np.array_equal(first, order(3, 0))
@@ -92,7 +92,7 @@ def test_ddp_batches_equal_when_a_selection_removes_jets(group_files):
     stream = dm.stream("train")
     batches = {rank: run_epoch(stream, rank, 2, workers=0) for rank in (0, 1)}
     assert len(batches[0]) == len(batches[1]) == len(stream)
-    ids = torch.cat([b["index"] for r in batches for b in batches[r]]).numpy()
+    ids = torch.cat([b.entry for r in batches for b in batches[r]]).numpy()
     # the jets that pass, read from the files independently of jettag
     kept = np.flatnonzero(np.concatenate([
         uproot.open(group_files / f"{cls}_{i}.root")["tree"]["jet_pt"].array(library="np") > 590
@@ -100,9 +100,9 @@ def test_ddp_batches_equal_when_a_selection_removes_jets(group_files):
     ]))  # fmt: skip
     assert np.array_equal(np.unique(ids), kept)
     # jets are repeated only to fill batches a share cannot fill any more, and those are counted
-    repeated = sum(b.get("skipped", {}).get("repeated", 0) for r in batches for b in batches[r])
+    repeated = sum((b.skipped or {}).get("repeated", 0) for r in batches for b in batches[r])
     assert len(ids) - len(kept) == repeated
-    assert all(len(b["y"]) > 0 for r in batches for b in batches[r])
+    assert all(len(b) > 0 for r in batches for b in batches[r])
 
 
 def test_loader_moves_epochs_and_counts_skips(group_files):
@@ -111,8 +111,8 @@ def test_loader_moves_epochs_and_counts_skips(group_files):
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert isinstance(loader, JetStreamLoader)
-    one = torch.cat([b["index"] for b in loader])
-    two = torch.cat([b["index"] for b in loader])
+    one = torch.cat([b.entry for b in loader])
+    two = torch.cat([b.entry for b in loader])
     assert not torch.equal(one, two) and torch.equal(one.sort().values, two.sort().values)
     summary = dm.summary()["train"]
     assert summary["jets"] == len(one)
@@ -146,17 +146,17 @@ def test_stream_batches_hold_the_files_particles(group_files):
             jets.append((int(path.name.startswith("top")), {n: arrays[n][entry] for n in names}))
     dm = JetDataModule(FLAGS, **{**dict(
         train_files=[f"QCD:{group_files}/qcd_*.root", f"Tbqq:{group_files}/top_*.root"],
-        labels=["label_QCD", "label_Tbqq"], batch_size=32, chunk_size=40, shuffle_buffer=100,
+        labels=["label_QCD", "label_Tbqq"], batch_size=32, piece_size=40, shuffle_buffer=100,
         streaming=True, progress=False, seed=3,
     )})  # fmt: skip
     seen = []
     for batch in JetStreamLoader(dm.stream("train")):
-        x, v, mask = batch["x"].numpy(), batch["v"].numpy(), batch["mask"].numpy()
-        for j, jet_id in enumerate(batch["index"].tolist()):
+        x, v, mask = batch.x.numpy(), batch.v.numpy(), batch.mask.numpy()
+        for j, jet_id in enumerate(batch.entry.tolist()):
             cls, b = jets[jet_id]
             n = len(b["part_px"])
             assert mask[j].tolist() == [True] * n + [False] * (mask.shape[1] - n)
-            assert batch["y"][j] == cls
+            assert batch.y[j] == cls
             four = np.stack([b["part_px"], b["part_py"], b["part_pz"], b["part_energy"]], axis=1)
             assert np.array_equal(v[j, :n], four.astype(np.float32))
             pt_log = np.clip((np.log(np.hypot(b["part_px"], b["part_py"])) - 1.7) * 0.7, -5, 5)
@@ -192,12 +192,12 @@ def test_few_files_are_opened_once_per_reader(tmp_path, monkeypatch):
 
     def epoch(open_files: int) -> int:
         dm = JetDataModule(KIN, train_files=[str(tmp_path / "f*.root")], labels=["label_QCD", "label_Tbqq"],
-                           batch_size=16, chunk_size=10, shuffle_buffer=30, streaming=True, progress=False)  # fmt: skip
+                           batch_size=16, piece_size=10, shuffle_buffer=30, streaming=True, progress=False)  # fmt: skip
         stream = dm.stream("train")
         assert len(stream.pieces(0)) == 18
-        monkeypatch.setattr(streaming, "OPEN_FILES", open_files)
+        monkeypatch.setattr(streaming.readers, "OPEN_FILES", open_files)
         opened.clear()
-        assert sum(len(b["y"]) for b in JetStreamLoader(stream)) == 180
+        assert sum(len(b) for b in JetStreamLoader(stream)) == 180
         return len(opened)
 
     monkeypatch.setattr(streaming.JetFile, "__init__", counting)

@@ -102,20 +102,23 @@ def test_required_branches_prefers_file_values_and_derives_the_rest():
     assert missing == {"part_d0val", "part_isMuon"}
 
 
-def test_jet_axis_used_only_where_a_feature_needs_it():
-    from jettag.features.variables import jet_axis_used
+def test_jet_axis_summed_once_and_only_when_needed(monkeypatch):
+    """The sum over a jet's particles is made at most once per chunk, from all particles (before the
+    truncation to the leading ones), and not at all when the file carries what the features use."""
+    from jettag.features import variables
 
-    kinpid = [
-        "part_pt_log",
-        "part_e_log",
-        "part_logptrel",
-        "part_logerel",
-        "part_deltaR",
-        "part_deta",
-        "part_dphi",
-    ]
-    # JetClass files carry part_deta/part_dphi: only pT and energy of the jet are used
-    assert jet_axis_used(kinpid, {"part_deta", "part_dphi"}) == {"jet_pt", "jet_energy"}
-    # without them, deta/dphi (and deltaR through them) need the jet's eta and phi
-    assert jet_axis_used(["part_deltaR"], set()) == {"jet_eta", "jet_phi"}
-    assert jet_axis_used(["part_pt_log", "part_charge"], set()) == set()
+    calls = []
+    original = variables.jet_axis_from_particles
+    monkeypatch.setattr(variables, "jet_axis_from_particles", lambda *a: calls.append(1) or original(*a))
+    px, py, pz, e = [10.0, 5.0, 1.0], [0.0, 5.0, 1.0], [0.0, 0.0, 1.0], [10.0, math.hypot(5, 5), math.sqrt(3)]
+    particles = {"part_px": np.array(px), "part_py": np.array(py), "part_pz": np.array(pz),
+                 "part_energy": np.array(e), "part_deta": np.zeros(3), "part_dphi": np.zeros(3)}  # fmt: skip
+    whole = VariableComputer(particles, {"jet_pt": np.array([20.0])}, np.array([3]))
+    leading = whole.truncated({k: v[:2] for k, v in particles.items()}, np.array([2]))
+    leading("part_logptrel")  # jet_pt read
+    leading("part_deltaR")  # deta, dphi read
+    assert calls == []
+    energy = leading.jet("jet_energy")  # summed over all three particles, not the two kept
+    assert energy[0] == pytest.approx(sum(e))
+    leading("part_logerel"), whole.jet("jet_mass"), leading.jet("jet_eta")
+    assert calls == [1]

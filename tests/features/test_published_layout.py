@@ -54,7 +54,7 @@ def test_columns_by_value_on_generated_jets(name):
     dataset = data.dataset("test")
     assert len(dataset) == len(arrays)
     batch = dataset[np.arange(len(arrays))]
-    x, mask = batch["x"].numpy(), batch["mask"].numpy()
+    x, mask = batch.x.numpy(), batch.mask.numpy()
     width = x.shape[1]
     assert x.shape[2] == len(PUBLISHED[name]) and width <= LENGTH
     np.testing.assert_array_equal(mask, expected["mask"][:, 0, :width] == 1)
@@ -63,7 +63,7 @@ def test_columns_by_value_on_generated_jets(name):
             x[:, :, c], expected["features"][:, c, :width], rtol=1e-5, atol=2e-6, err_msg=f"{name}: {column}"
         )
     np.testing.assert_allclose(
-        batch["v"].numpy(), expected["lorentz_vectors"][:, :, :width].transpose(0, 2, 1), rtol=1e-6
+        batch.v.numpy(), expected["lorentz_vectors"][:, :, :width].transpose(0, 2, 1), rtol=1e-6
     )
 
 
@@ -115,8 +115,8 @@ def test_checkpoint_written_before_the_reorder_scores_as_before(tmp_path):
     names = [f[0] for f in KINPID]
     before = [names.index(f[0]) for f in KINPID_BEFORE]
     with torch.no_grad():
-        expected = model.eval()(batch["x"][..., before], batch["v"], batch["mask"]).softmax(-1)[:, 1].numpy()
+        expected = model.eval()(batch.x[..., before], batch.v, batch.mask).softmax(-1)[:, 1].numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     with torch.no_grad():  # and the permutation matters: fed today's order, the old model scores differently
-        today = model(batch["x"], batch["v"], batch["mask"]).softmax(-1)[:, 1].numpy()
+        today = model(batch.x, batch.v, batch.mask).softmax(-1)[:, 1].numpy()
     assert np.abs(today - expected).max() > 1e-3

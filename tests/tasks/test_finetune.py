@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from jettag.data import JetBatch
 from jettag.errors import ConfigError
 from jettag.models import ParticleCNN, ParticleFlowNetwork, ParticleTransformer
 from jettag.tasks import FineTuner, flat_then_decay
@@ -32,7 +33,7 @@ def toy_batch(batch=6, length=20, features=7, seed=0):
     eta, phi = (torch.randn(batch, length, generator=g) * 0.3 for _ in range(2))
     v = torch.stack([pt * phi.cos(), pt * phi.sin(), pt * eta.sinh(), pt * eta.cosh()], -1) * mask[..., None]
     y = torch.tensor([0, 1, 1, 0, 1, 0])[:batch]
-    return {"x": x, "v": v, "mask": mask, "y": y}
+    return JetBatch(x, v, mask, y, weight=torch.ones(batch), entry=torch.arange(batch))
 
 
 def pretrained_checkpoint(path, num_classes=5, seed=1):
@@ -135,7 +136,7 @@ def test_frozen_backbone_does_not_change_in_a_step(tmp_path):
     batch = toy_batch()
     for _ in range(2):
         optimizer.zero_grad()
-        F.cross_entropy(task(batch), batch["y"]).backward()
+        F.cross_entropy(task(batch), batch.y).backward()
         optimizer.step()
     after = task.model.state_dict()
     for key, value in before.items():
@@ -330,7 +331,7 @@ def test_freeze_batchnorm_keeps_loaded_statistics(tmp_path, build, freeze_batchn
     batch = toy_batch()
     for _ in range(2):
         optimizer.zero_grad()
-        F.cross_entropy(task(batch), batch["y"]).backward()
+        F.cross_entropy(task(batch), batch.y).backward()
         optimizer.step()
     after = task.model.state_dict()
     for key in source:
@@ -358,7 +359,7 @@ def test_probe_trains_the_head_lr_modules(tmp_path):
     batch = toy_batch()
     for _ in range(2):
         optimizer.zero_grad()
-        F.cross_entropy(task(batch), batch["y"]).backward()
+        F.cross_entropy(task(batch), batch.y).backward()
         optimizer.step()
     after = task.model.state_dict()
     for key, value in before.items():
@@ -377,7 +378,7 @@ def test_frozen_steps_leave_the_backbone_without_gradients(tmp_path):
         task.set_backbone_frozen(frozen)
         assert task.model.embed.training is not frozen and task.model.cls_blocks.training
         task.model.zero_grad(set_to_none=True)
-        F.cross_entropy(task(batch), batch["y"]).backward()
+        F.cross_entropy(task(batch), batch.y).backward()
         for name, param in task.model.named_parameters():
             assert (param.grad is None) is (frozen and name.split(".")[0] not in fast), name
 

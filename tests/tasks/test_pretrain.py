@@ -29,12 +29,12 @@ def test_forward_tokens_are_those_of_each_jet_alone():
     model = ParticleTransformer(input_dim=7, num_classes=2, **SMALL).eval()
     batch = toy_batch()
     with torch.no_grad():
-        tokens = model.forward_tokens(batch["x"], batch["v"], batch["mask"])
+        tokens = model.forward_tokens(batch.x, batch.v, batch.mask)
         assert tokens.shape == (6, 20, 32)
         for i in range(6):
-            n = int(batch["mask"][i].sum())
-            alone = model.forward_tokens(batch["x"][i : i + 1, :n], batch["v"][i : i + 1, :n],
-                                         batch["mask"][i : i + 1, :n])  # fmt: skip
+            n = int(batch.mask[i].sum())
+            alone = model.forward_tokens(batch.x[i : i + 1, :n], batch.v[i : i + 1, :n],
+                                         batch.mask[i : i + 1, :n])  # fmt: skip
             torch.testing.assert_close(tokens[i, :n], alone[0], atol=2e-5, rtol=1e-4)
             assert torch.all(tokens[i, n:] == 0)
 
@@ -44,24 +44,24 @@ def test_masked_particles_keep_only_their_direction():
     with torch.no_grad():
         task.mask_value.copy_(torch.arange(7.0) + 100)
     batch = toy_batch()
-    masked = mask_particles(batch["mask"], 0.5, torch.Generator().manual_seed(3))
-    assert torch.all(masked.sum(1) >= 1) and not torch.any(masked & ~batch["mask"])
+    masked = mask_particles(batch.mask, 0.5, torch.Generator().manual_seed(3))
+    assert torch.all(masked.sum(1) >= 1) and not torch.any(masked & ~batch.mask)
     with torch.no_grad():
-        x_in, v_in = task.masked_inputs(batch["x"], batch["v"], masked)
-    x, x_new = batch["x"].numpy(), x_in.numpy()
+        x_in, v_in = task.masked_inputs(batch.x, batch.v, masked)
+    x, x_new = batch.x.numpy(), x_in.numpy()
     m = masked.numpy()
     hidden = [0, 1, 2, 3]  # everything but deltaR, deta, dphi
     np.testing.assert_array_equal(x_new[m][:, hidden], np.broadcast_to(np.arange(4.0) + 100, (m.sum(), 4)))
     np.testing.assert_array_equal(x_new[m][:, 4:], x[m][:, 4:])
     np.testing.assert_array_equal(x_new[~m], x[~m])
     # four-vectors: massless, pT 2 GeV, same pseudorapidity and azimuth (worked out with numpy)
-    v, w = batch["v"].numpy()[m].astype(np.float64), v_in.numpy()[m].astype(np.float64)
+    v, w = batch.v.numpy()[m].astype(np.float64), v_in.numpy()[m].astype(np.float64)
     pt_v, pt_w = np.hypot(v[:, 0], v[:, 1]), np.hypot(w[:, 0], w[:, 1])
     np.testing.assert_allclose(pt_w, 2.0, rtol=1e-5)
     np.testing.assert_allclose(np.arctan2(w[:, 1], w[:, 0]), np.arctan2(v[:, 1], v[:, 0]), atol=1e-5)
     np.testing.assert_allclose(np.arcsinh(w[:, 2] / pt_w), np.arcsinh(v[:, 2] / pt_v), atol=1e-5)
     np.testing.assert_allclose(w[:, 3] ** 2 - (w[:, :3] ** 2).sum(1), 0, atol=1e-4)
-    np.testing.assert_array_equal(v_in.numpy()[~m], batch["v"].numpy()[~m])
+    np.testing.assert_array_equal(v_in.numpy()[~m], batch.v.numpy()[~m])
 
 
 def test_pretraining_loss_decreases_on_a_tiny_set():
