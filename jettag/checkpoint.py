@@ -1,9 +1,16 @@
-"""jettag's checkpoint files: reading them, and telling a jettag checkpoint (Lightning's file plus the
-run record under `jettag`: the resolved run config, class names, background class) from other files."""
+"""jettag's checkpoint files and the run record they carry.
+
+A jettag checkpoint is Lightning's file plus, under the key `jettag`, the run record (`RunRecord`): the
+resolved run configuration (with the feature set as fitted on the training data), the class names, the
+background class, and what a task adds (a pretraining objective). It is written here (`RunRecord.write`,
+called by the tasks' `on_save_checkpoint`) and read here (`RunRecord.read`), by evaluation, prediction,
+export and fine-tuning alike; `as_written` fills in the settings of earlier jettag versions.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,3 +42,60 @@ def load_checkpoint(path: str | Path) -> dict:
             f"'{path}' is not a checkpoint written by jettag-train (it lacks the run configuration)."
         )
     return checkpoint
+
+
+@dataclass
+class RunRecord:
+    """What a checkpoint says about its run (see the module docstring)."""
+
+    config: dict | None  # the resolved run config; None in files made by hand (tests)
+    class_names: list[str] = field(default_factory=list)
+    background: int = 0
+    extra: dict = field(default_factory=dict)  # e.g. {"objective": ..., "targets": [...]} of pretraining
+
+    KEY = "jettag"
+
+    def write(self, checkpoint: dict) -> None:
+        """Into a checkpoint Lightning is saving (`on_save_checkpoint`)."""
+        checkpoint[self.KEY] = {
+            "config": self.config,
+            "class_names": list(self.class_names),
+            "background": self.background,
+            **self.extra,
+        }
+
+    @classmethod
+    def read(cls, checkpoint: Mapping) -> RunRecord:
+        """The record of a jettag checkpoint's content, its config as its jettag version meant it."""
+        meta = dict(checkpoint.get(cls.KEY) or {})
+        config = meta.pop("config", None)
+        return cls(
+            config=as_written(config) if isinstance(config, Mapping) else None,
+            class_names=list(meta.pop("class_names", None) or []),
+            background=int(meta.pop("background", 0) or 0),
+            extra=meta,
+        )
+
+    def section(self, name: str) -> dict:
+        """One group of the run config (`model`, `features`, `data`, ...), {} when absent."""
+        value = (self.config or {}).get(name)
+        return dict(value) if isinstance(value, Mapping) else {}
+
+
+def as_written(config: Mapping) -> dict:
+    """A run config with the settings its jettag version used where later versions changed a default.
+
+    ParticleNet before the published neighbour rule (configs without `neighbours`): only real particles
+    were neighbours, and the first block's coordinates came from the four-vectors.
+    """
+    config = dict(config)
+    model = dict(config.get("model") or {})
+    if str(model.get("_target_", "")).endswith("ParticleNet") and "neighbours" not in model:
+        config["model"] = {**model, "neighbours": "real", "points": None}
+    return config
+
+
+def model_state(checkpoint: Mapping) -> dict:
+    """The model's tensors of a jettag checkpoint (Lightning's `model.*` keys, prefix removed)."""
+    prefix = "model."
+    return {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}

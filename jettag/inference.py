@@ -19,7 +19,7 @@ import torch
 import uproot
 from torch import nn
 
-from jettag.checkpoint import is_jettag_checkpoint, read_torch_file
+from jettag.checkpoint import RunRecord, is_jettag_checkpoint, model_state, read_torch_file
 from jettag.data.dataset import JetDataset
 from jettag.data.expressions import parse_new_variables
 from jettag.data.jets import JetBuilder
@@ -75,38 +75,21 @@ def load_trained(path: str | Path, features: str | Mapping | None = None) -> Tra
             f"features is for weaver-core files; '{path}' is a jettag checkpoint, which carries "
             "its own feature list: leave features unset."
         )
-    meta = content["jettag"]
-    config = meta.get("config")
-    if not config:
+    record = RunRecord.read(content)
+    if not record.config:
         raise ConfigError(
             f"'{path}' does not hold its training configuration; use a checkpoint written by jettag-train."
         )
-    config = as_written(config)
-    feature_set = build_features(config["features"])
-    class_names = list(meta["class_names"])
+    feature_set = build_features(record.section("features"))
     # the checkpoint holds the weights: a `weights` file the run started from is not needed
     model = build_model(
-        config["model"], feature_set.num_features, len(class_names), load_weights=False,
+        record.section("model"), feature_set.num_features, len(record.class_names), load_weights=False,
         feature_names=feature_set.names,
     )  # fmt: skip
-    prefix = "model."
-    state = {k[len(prefix) :]: v for k, v in content["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(state)
+    model.load_state_dict(model_state(content))
     return TrainedModel(
-        model.eval(), feature_set, class_names, int(meta.get("background", 0)), config, Path(path)
+        model.eval(), feature_set, record.class_names, record.background, record.config, Path(path)
     )
-
-
-def as_written(config: dict) -> dict:
-    """A run config with the settings its jettag version used where later versions changed a default.
-
-    ParticleNet before the published neighbour rule (configs without `neighbours`): only real particles
-    were neighbours, and the first block's coordinates came from the four-vectors.
-    """
-    model = dict(config.get("model") or {})
-    if str(model.get("_target_", "")).endswith("ParticleNet") and "neighbours" not in model:
-        config = {**config, "model": {**model, "neighbours": "real", "points": None}}
-    return config
 
 
 # the feature set of a weaver-core file, by its input size (the published JetClass models)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jettag.checkpoint import RunRecord
 from jettag.data.batch import JetBatch
 from jettag.errors import DataError
 from jettag.evaluation.metrics import compute_metrics
@@ -67,7 +68,7 @@ class JetClassifier(L.LightningModule):
         self.class_names = list(class_names)
         self.background = background
         self.label_smoothing = label_smoothing
-        self.run_config: dict | None = None  # the resolved run config, stored in checkpoints
+        self.run_config: dict | None = None  # the resolved run config, stored in checkpoints (RunRecord)
         self._outputs: dict[str, list] = {"val": [], "test": []}
         self.predictions: dict[str, np.ndarray] = {}  # "scores", "labels" of the last test, by jet index
 
@@ -157,8 +158,4 @@ class JetClassifier(L.LightningModule):
         return with_scheduler(self, self.optimizer_factory(decay_groups(self.model.named_parameters())))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["jettag"] = {
-            "config": self.run_config,
-            "class_names": self.class_names,
-            "background": self.background,
-        }
+        RunRecord(self.run_config, self.class_names, self.background).write(checkpoint)

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from jettag.checkpoint import is_jettag_checkpoint, read_torch_file
+from jettag.checkpoint import RunRecord, is_jettag_checkpoint, model_state, read_torch_file
 from jettag.data.batch import JetBatch
 from jettag.errors import ConfigError
 from jettag.models.base import JetTagger, covers
@@ -62,11 +62,6 @@ def read_backbone(source: str | Path) -> tuple[Mapping | None, Path]:
     """(the jettag checkpoint's content, path), or (None, path) for a file that is not one (weaver)."""
     content = read_torch_file(source, key="task.backbone")
     return (content if is_jettag_checkpoint(content) else None), Path(source)
-
-
-def _stored_config(checkpoint: Mapping) -> Mapping:
-    config = (checkpoint.get("jettag") or {}).get("config")
-    return config if isinstance(config, Mapping) else {}
 
 
 def _override_value(entry) -> str:
@@ -135,17 +130,12 @@ def load_backbone(model: nn.Module, source: str | Path, feature_names: Sequence 
         load_weaver_weights(model, path, keep_head=False, key="task.backbone")
         return [k for k in model.state_dict() if not model.is_head(k)]
 
-    config = _stored_config(checkpoint)
-    check_features(path, (config.get("features") or {}).get("particle_features"), feature_names)
-    prefix = "model."
-    state = {
-        k[len(prefix) :]: v
-        for k, v in checkpoint["state_dict"].items()
-        if k.startswith(prefix) and not model.is_head(k[len(prefix) :])
-    }
+    record = RunRecord.read(checkpoint)
+    check_features(path, record.section("features").get("particle_features"), feature_names)
+    state = {k: v for k, v in model_state(checkpoint).items() if not model.is_head(k)}
     if not state:
         raise ConfigError(f"task.backbone: '{path}' holds no model tensors; is it a jettag checkpoint?")
-    stored_model = str((config.get("model") or {}).get("_target_", "")).rsplit(".", 1)[-1]
+    stored_model = str(record.section("model").get("_target_", "")).rsplit(".", 1)[-1]
     hint = (
         f" (it holds a {stored_model}, this run builds a {type(model).__name__})"
         if stored_model and stored_model != type(model).__name__

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jettag.checkpoint import RunRecord
 from jettag.data.batch import JetBatch
 from jettag.errors import ConfigError
 from jettag.tasks.classification import decay_groups, with_scheduler
@@ -165,10 +166,5 @@ class MaskedParticlePretrainer(L.LightningModule):
         return with_scheduler(self, self.optimizer_factory(decay_groups(trained)))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["jettag"] = {
-            "config": self.run_config,
-            "class_names": self.class_names,
-            "background": self.background,
-            "objective": "masked particle modelling",
-            "targets": self.target_names,
-        }
+        extra = {"objective": "masked particle modelling", "targets": self.target_names}
+        RunRecord(self.run_config, self.class_names, self.background, extra).write(checkpoint)
