@@ -19,7 +19,8 @@ from pathlib import Path
 import awkward as ak
 from tqdm.auto import tqdm
 
-from jettag.data.reader import TOP_HDF5_BRANCHES, JetFile
+from jettag.data.reader import JetFile
+from jettag.data.toptagging import TOP_HDF5_BRANCHES
 from jettag.errors import ConfigError, DataError, report_user_errors
 
 FORMATS = {".parquet": "parquet", ".root": "root"}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
-from jettag.data.jets import as_rows, padding_rows
+from jettag.data.arrays import as_rows, padding_rows
 
 
 @dataclass

@@ -19,6 +19,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from jettag.data.arrays import JetArrays
 from jettag.data.dataset import JetBatchSampler, JetDataset
 from jettag.data.expressions import Expression, parse_new_variables
 from jettag.data.fit import (
@@ -29,7 +30,7 @@ from jettag.data.fit import (
     standardization_record,
     write_json,
 )
-from jettag.data.jets import JetArrays, JetBuilder
+from jettag.data.jets import JetBuilder
 from jettag.data.labels import LabelSpec
 from jettag.data.reader import FileEntry, resolve_entries
 from jettag.data.source import JetSource

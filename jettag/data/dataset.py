@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from jettag.data.arrays import JetArrays, rows_with_zero
 from jettag.data.batch import JetBatch, RowBlock, pad_jets
-from jettag.data.jets import JetArrays, rows_with_zero
 
 
 class JetDataset(Dataset):

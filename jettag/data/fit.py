@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jettag.data.jets import JetArrays
+from jettag.data.arrays import JetArrays
 from jettag.errors import ConfigError
 from jettag.features.sets import Feature, FeatureSet
 

@@ -1,7 +1,6 @@
-"""From a chunk of jets read from a file to model inputs: standardized features, four-vectors, labels.
-
-`JetArrays` keeps the particles of many jets flat (one row per particle) with the number of
-particles per jet, the layout that is cheapest to store and to pad batch by batch.
+"""From a chunk of jets read from a file to model inputs: `JetBuilder` plans which branches of a file to
+read (`ReadPlan`) and turns each chunk into `JetArrays`: standardized features, four-vectors, labels,
+observers and entry numbers, jet by jet.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 import awkward as ak
 import numpy as np
 
+from jettag.data.arrays import JetArrays, zero_row_buffer
 from jettag.data.expressions import Expression
 from jettag.data.labels import LabelSpec
 from jettag.data.reader import Chunk, JetFile
@@ -22,124 +22,6 @@ from jettag.features.sets import FeatureSet
 from jettag.features.variables import VariableComputer, required_branches
 
 DERIVED_OBSERVERS = frozenset({*JET_AXIS, "jet_mass", "jet_nparticles"})
-
-
-def row_type(channels: int) -> np.dtype:
-    """One particle's `channels` float32 values as a single opaque item."""
-    return np.dtype((np.void, 4 * channels))
-
-
-def as_rows(array: np.ndarray) -> np.ndarray:
-    """A (n, C) float32 array seen as n opaque items of 4 C bytes (a view when contiguous).
-
-    Gathering particles this way copies whole rows instead of single numbers: several times
-    faster than fancy indexing on the float array, with the same result.
-    """
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    return array.view(row_type(array.shape[1])).reshape(len(array))
-
-
-@dataclass
-class JetArrays:
-    features: np.ndarray  # (particles, C) float32, standardized
-    vectors: np.ndarray  # (particles, 4) float32: px, py, pz, E
-    counts: np.ndarray  # (jets,) particles per jet after truncation
-    labels: np.ndarray  # (jets,) class index
-    truth: dict[str, np.ndarray] = field(default_factory=dict)  # label branches as read
-    observers: dict[str, np.ndarray] = field(default_factory=dict)
-    # (jets,) entry number in the chain of the files read (file offset + entry in the file); by
-    # default 0, 1, 2, ... (jets not read from files)
-    entries: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.entries is None:
-            self.entries = np.arange(len(self.counts), dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.counts)
-
-    @classmethod
-    def concatenate(cls, parts: Sequence[JetArrays]) -> JetArrays:
-        first = parts[0]
-        return cls(
-            features=_concatenate_rows([p.features for p in parts]),
-            vectors=_concatenate_rows([p.vectors for p in parts]),
-            counts=np.concatenate([p.counts for p in parts]),
-            labels=np.concatenate([p.labels for p in parts]),
-            truth={k: np.concatenate([p.truth[k] for p in parts]) for k in first.truth},
-            observers={k: np.concatenate([p.observers[k] for p in parts]) for k in first.observers},
-            entries=np.concatenate([p.entries for p in parts]),
-        )
-
-    def take(self, index: np.ndarray) -> JetArrays:
-        """The jets at `index` (in that order), particles and all."""
-        return JetArrays.gather([(self, index)])
-
-    @classmethod
-    def gather(cls, selections: Sequence[tuple[JetArrays, np.ndarray]]) -> JetArrays:
-        """The jets at `index` of each `(jets, index)`, one selection after the other, in one array.
-
-        Every particle is copied once, row by row, into features and vectors that have a zero row
-        after the last (`rows_with_zero`), so that batches can be padded from them directly.
-        """
-        selections = [(jets, np.asarray(index, dtype=np.int64)) for jets, index in selections]
-        counts = [jets.counts[index] for jets, index in selections]
-        total = int(sum(int(c.sum()) for c in counts))
-        first = selections[0][0]
-        features = _zero_row_buffer(total, first.features.shape[1])
-        vectors = _zero_row_buffer(total, first.vectors.shape[1])
-        at = 0
-        for (jets, index), n in zip(selections, counts, strict=True):
-            rows = np.repeat((np.cumsum(jets.counts) - jets.counts)[index] - (np.cumsum(n) - n), n)
-            rows += np.arange(len(rows))
-            _take_rows_into(jets.features, rows, features[at : at + len(rows)])
-            _take_rows_into(jets.vectors, rows, vectors[at : at + len(rows)])
-            at += len(rows)
-
-        def joined(values):
-            return values[0] if len(values) == 1 else np.concatenate(values)
-
-        return cls(
-            features[:total],
-            vectors[:total],
-            joined(counts),
-            joined([jets.labels[index] for jets, index in selections]),
-            {k: joined([jets.truth[k][index] for jets, index in selections]) for k in first.truth},
-            {k: joined([jets.observers[k][index] for jets, index in selections]) for k in first.observers},
-            joined([jets.entries[index] for jets, index in selections]),
-        )
-
-
-def _zero_row_buffer(rows: int, channels: int) -> np.ndarray:
-    """An uninitialized (rows + 1, channels) float32 array whose last row is zeros."""
-    out = np.empty((rows + 1, channels), dtype=np.float32)
-    out[rows] = 0
-    return out
-
-
-def _concatenate_rows(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """`np.concatenate` of (n, C) arrays into a buffer with a zero row after the last."""
-    total = sum(len(a) for a in arrays)
-    out = _zero_row_buffer(total, arrays[0].shape[1])
-    np.concatenate(arrays, out=out[:total])
-    return out[:total]
-
-
-def padding_rows(starts: np.ndarray, counts: np.ndarray, length: int, zero: int) -> np.ndarray:
-    """The source row of every slot of a (jets, length) padded block, flattened: each jet's
-    particles from its first row `starts`, then the `zero` row (`rows_with_zero`) for its padding.
-    Gathering with it (`np.take`) fills a padded batch in one pass, every value written once."""
-    slot = np.arange(length)
-    return np.where(slot < counts[:, None], starts[:, None] + slot, zero).ravel()
-
-
-def _take_rows_into(array: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
-    """`out[...] = array[rows]` for (n, C) float32 arrays, row by row."""
-    if array.dtype != np.float32 or array.shape[1] == 0 or not out.flags.c_contiguous:
-        out[...] = array[rows]
-        return
-    # mode="clip" (the rows are in range): with the default "raise", `out` is buffered
-    np.take(as_rows(array), rows, out=as_rows(out), mode="clip")
 
 
 @dataclass
@@ -256,8 +138,9 @@ class JetBuilder:
         return computed, passed.astype(bool)
 
     def build(self, chunk: Chunk, plan: ReadPlan) -> tuple[JetArrays, Counter]:
+        """The jets of one chunk (those kept) and the jets skipped, by reason."""
         skipped: Counter = Counter()
-        arrays, where, first = chunk.arrays, chunk.where, chunk.start
+        arrays, where = chunk.arrays, chunk.where
         computed, passed = (
             self._expressions(arrays, where) if self.new_variables or self.selection else ({}, None)
         )
@@ -265,6 +148,55 @@ class JetBuilder:
         def column(name: str) -> ak.Array:
             return computed[name] if name in computed else arrays[self.rename.get(name, name)]
 
+        particles, counts = self._particles(plan, column, where)
+        jets = {
+            name: self._per_jet(column(name), name, where).astype(np.float32, copy=False) for name in plan.jet
+        }
+        file_observers = {
+            name: self._per_jet(column(name), name, where)
+            for name in self.observers
+            if name in plan.observers or name in computed
+        }
+        drop = self._dropped(particles, jets, counts, passed, chunk, skipped)
+        labels, truth = self._labels(chunk, len(counts))
+        entries = np.arange(len(counts), dtype=np.int64) + chunk.start + chunk.offset
+        if drop.any():
+            keep = ~drop
+            keep_particle = np.repeat(keep, counts)
+            particles = {k: v[keep_particle] for k, v in particles.items()}
+            jets = {k: v[keep] for k, v in jets.items()}
+            counts, labels, entries = counts[keep], labels[keep], entries[keep]
+            truth = {k: v[keep] for k, v in truth.items()}
+            file_observers = {k: v[keep] for k, v in file_observers.items()}
+
+        # Jet-level variables the file lacks (the jet axis, its mass) come from the sum of all of a jet's
+        # particles, before truncation: `whole` computes them once, when first asked for.
+        whole = VariableComputer(particles, jets, counts)
+        observers = {}
+        for name in self.observers:
+            if name in file_observers:
+                observers[name] = file_observers[name]
+            elif name == "jet_nparticles":
+                observers[name] = counts.astype(np.float32)
+            else:
+                observers[name] = np.asarray(whole.jet(name)).astype(np.float32)
+
+        particles, counts = _sort_and_truncate(particles, counts, self.features.max_particles)
+        features = self._features(whole.truncated(particles, counts), len(particles["part_px"]))
+        self._check_finite(features, entries - chunk.offset, counts, where)
+        vectors = _columns(len(particles["part_px"]), (particles[n] for n in FOUR_MOMENTUM))
+        jets_out = JetArrays(features, vectors, counts.astype(np.int64), labels, truth, observers, entries)
+        return jets_out, skipped
+
+    @staticmethod
+    def _per_jet(values: ak.Array, name: str, where: str) -> np.ndarray:
+        if values.ndim != 1:
+            raise DataError(f"{where}: branch '{name}' must hold one value per jet (it has several).")
+        return ak.to_numpy(values)
+
+    @staticmethod
+    def _particles(plan: ReadPlan, column, where: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The particle branches, flat, and the particles per jet (the same for every branch)."""
         particles, counts = {}, None
         for name in plan.particle:
             values = column(name)
@@ -281,19 +213,16 @@ class JetBuilder:
                 )
             # flags stay boolean (1 byte, always finite, cast once when the features are written)
             particles[name] = flat if flat.dtype == np.bool_ else flat.astype(np.float32, copy=False)
-        jets = {}
-        for name in plan.jet:
-            values = column(name)
-            if values.ndim != 1:
-                raise DataError(f"{where}: branch '{name}' must hold one value per jet.")
-            jets[name] = ak.to_numpy(values).astype(np.float32, copy=False)
-        num_jets = len(counts)
-        jet_of_particle = np.repeat(np.arange(num_jets), counts)
+        return particles, counts
 
-        # Jets to drop: failing the selection, no particles, or (when allowed) non-finite inputs.
-        drop = np.zeros(num_jets, dtype=bool) if passed is None else ~passed
+    def _dropped(self, particles, jets, counts, passed, chunk: Chunk, skipped: Counter) -> np.ndarray:
+        """Jets to drop (counted in `skipped`): failing the selection, no particles, or (when allowed)
+        non-finite inputs; a non-finite input or an empty jet that may not be dropped is an error."""
+        where, first = chunk.where, chunk.start
+        drop = np.zeros(len(counts), dtype=bool) if passed is None else ~passed
         skipped["failed_selection"] += int(drop.sum())
         selected = ~drop
+        jet_of_particle = np.repeat(np.arange(len(counts)), counts)
         for name, values in {**particles, **jets}.items():
             if values.dtype.kind not in "fc":
                 continue  # booleans and integers are always finite
@@ -319,65 +248,32 @@ class JetBuilder:
                 )
             skipped["no_particles"] += int(empty.sum())
             drop |= empty
+        return drop
 
+    def _labels(self, chunk: Chunk, num_jets: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Class index per jet, and the label branches as read (truth): from the file, the file's group,
+        or none (unlabelled)."""
         if self.labels is None:
-            labels, truth = np.zeros(num_jets, np.int64), {}
-        elif chunk.label is not None:
+            return np.zeros(num_jets, np.int64), {}
+        if chunk.label is not None:
             labels = np.full(num_jets, chunk.label, dtype=np.int64)
-            truth = self.labels.truth_of(labels)
-        else:
-            labels, truth = self.labels.decode(arrays, where, first)
-        file_observers = {}
-        for name in self.observers:
-            if name in plan.observers or name in computed:
-                values = column(name)
-                if values.ndim != 1:
-                    raise DataError(
-                        f"{where}: observer '{name}' holds several values per jet; observers need one."
-                    )
-                file_observers[name] = ak.to_numpy(values)
+            return labels, self.labels.truth_of(labels)
+        return self.labels.decode(chunk.arrays, chunk.where, chunk.start)
 
-        entries = np.arange(first, first + num_jets, dtype=np.int64) + chunk.offset
-        if drop.any():
-            keep = ~drop
-            entries = entries[keep]
-            keep_particle = np.repeat(keep, counts)
-            particles = {k: v[keep_particle] for k, v in particles.items()}
-            jets = {k: v[keep] for k, v in jets.items()}
-            counts, labels = counts[keep], labels[keep]
-            truth = {k: v[keep] for k, v in truth.items()}
-            file_observers = {k: v[keep] for k, v in file_observers.items()}
+    def _features(self, variables: VariableComputer, rows: int) -> np.ndarray:
+        return _columns(rows, (variables(f.name) for f in self.features.features), self.features.features)
 
-        # Jet-level variables the file lacks (the jet axis, its mass) come from the sum of all of a jet's
-        # particles, before truncation: `whole` computes them once, when first asked for.
-        whole = VariableComputer(particles, jets, counts)
-        observers = {}
-        for name in self.observers:
-            if name in file_observers:
-                observers[name] = file_observers[name]
-            elif name == "jet_nparticles":
-                observers[name] = counts.astype(np.float32)
-            else:
-                observers[name] = np.asarray(whole.jet(name)).astype(np.float32)
-
-        particles, counts = _sort_and_truncate(particles, counts, self.features.max_particles)
-        variables = whole.truncated(particles, counts)
-        features = _columns(
-            len(particles["part_px"]),
-            (variables(f.name) for f in self.features.features),
-            self.features.features,
-        )
+    def _check_finite(
+        self, features: np.ndarray, entries: np.ndarray, counts: np.ndarray, where: str
+    ) -> None:
         bad = ~np.isfinite(features)
         if bad.any():
             row, col = np.argwhere(bad)[0]
-            entry = int(np.repeat(entries, counts)[row]) - chunk.offset
+            entry = int(np.repeat(entries, counts)[row])
             raise DataError(
                 f"{where}: feature '{self.features.features[col].name}' is not finite for a particle of the jet "
                 f"at entry {entry} (from an input such as a zero or negative energy); check that jet's values."
             )
-        vectors = _columns(len(particles["part_px"]), (particles[n] for n in FOUR_MOMENTUM))
-        jets_out = JetArrays(features, vectors, counts.astype(np.int64), labels, truth, observers, entries)
-        return jets_out, skipped
 
 
 def _jagged(values: ak.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -405,7 +301,7 @@ def _columns(rows: int, values, features=None) -> np.ndarray:
     values = list(values)
     # One more row, of zeros, after the last: `rows_with_zero` finds it, so that a batch can be padded
     # by gathering (every padding slot takes the zero row) instead of zero-filling and scattering.
-    out = _zero_row_buffer(rows, len(values))
+    out = zero_row_buffer(rows, len(values))
     with np.errstate(invalid="ignore"):
         for j, value in enumerate(values):
             value = np.asarray(value)
@@ -415,25 +311,6 @@ def _columns(rows: int, values, features=None) -> np.ndarray:
                 value = value.astype(np.float64)
             out[:rows, j] = value if features is None else features[j].transform(value)
     return out[:rows]
-
-
-def rows_with_zero(array: np.ndarray) -> np.ndarray:
-    """The (n, C) float32 `array` as n + 1 opaque rows (`as_rows`), the last one all zeros.
-
-    Free for the arrays `JetBuilder` makes (a view of a buffer that has the zero row after the
-    last); other arrays are copied once with a zero row appended.
-    """
-    base = array.base
-    if (
-        isinstance(base, np.ndarray)
-        and base.dtype == np.float32
-        and base.shape == (len(array) + 1, array.shape[1])
-        and base.flags.c_contiguous
-        and array.ctypes.data == base.ctypes.data
-        and not base[-1].any()
-    ):
-        return as_rows(base)
-    return as_rows(np.concatenate([array, np.zeros((1, array.shape[1]), np.float32)]))
 
 
 def _sort_and_truncate(

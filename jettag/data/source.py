@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from jettag.data.jets import JetArrays, JetBuilder, ReadPlan
+from jettag.data.arrays import JetArrays
+from jettag.data.jets import JetBuilder, ReadPlan
 from jettag.data.reader import Chunk, FileEntry, JetFile
 from jettag.errors import ConfigError, DataError, JetTagError
 

@@ -21,7 +21,7 @@ import uproot
 from helpers import run_cli, toy_jets, write_root
 from omegaconf import OmegaConf
 
-from jettag.data.datamodule import read_jets
+from jettag.data import read_jets
 from jettag.data.dataset import JetDataset
 from jettag.data.jets import JetBuilder
 from jettag.errors import DataError

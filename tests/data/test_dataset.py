@@ -82,7 +82,7 @@ def test_grouping_with_labels_keeps_the_class_mix():
 
 
 def test_gather_takes_whole_jets_from_several_arrays_with_a_zero_row():
-    from jettag.data.jets import rows_with_zero
+    from jettag.data.arrays import rows_with_zero
 
     rng = np.random.default_rng(4)
 

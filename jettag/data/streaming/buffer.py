@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jettag.data.arrays import JetArrays, rows_with_zero
 from jettag.data.batch import JetBatch, RowBlock, pad_jets
-from jettag.data.jets import JetArrays, rows_with_zero
 
 
 class ShuffleBuffer:

@@ -15,7 +15,7 @@ import gc
 from collections import Counter, OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from jettag.data.jets import JetArrays
+from jettag.data.arrays import JetArrays
 from jettag.data.reader import JetFile
 from jettag.data.source import JetSource
 from jettag.data.streaming.sharding import Piece

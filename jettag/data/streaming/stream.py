@@ -11,8 +11,8 @@ from concurrent.futures import Future
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from jettag.data.arrays import JetArrays
 from jettag.data.batch import JetBatch
-from jettag.data.jets import JetArrays
 from jettag.data.memory import keep_freed_memory
 from jettag.data.source import JetSource
 from jettag.data.streaming.buffer import ShuffleBuffer
