@@ -113,7 +113,7 @@ def test_onnx_reproduces_pytorch(runs, toy_root_files, model):
             )
         (scores,) = session.run(["scores"], batch)
         worst = max(worst, float(np.abs(scores - expected.numpy()).max()))
-        shapes.add(batch.x.shape[:2])
+        shapes.add(batch["x"].shape[:2])
     assert 3 not in {b for b, _ in shapes} and len({n for _, n in shapes}) >= 4  # the export traced (3, 23)
     assert worst < 1e-4, worst
     print(f"{model}: max |ONNX Runtime - PyTorch| = {worst:.2e}")
