@@ -13,13 +13,9 @@ from helpers import run_cli
 pytest.importorskip("pythia8mc")
 pytest.importorskip("fastjet")
 
-from jettag.generate.pythia import (
-    BRANCHES,
-    LABEL_BRANCHES,
-    generate_jets,
-    round_mantissa,
-    write_jetclass_root,
-)
+from jettag.generate.branches import BRANCHES, LABEL_BRANCHES
+from jettag.generate.driver import generate_jets
+from jettag.generate.writer import round_mantissa, write_jetclass_root
 
 N_PER_CLASS = 6
 
