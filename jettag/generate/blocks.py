@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from jettag.errors import ConfigError
+from jettag.features.kinematics import jet_axis_from_particles
 from jettag.generate.backends import import_fastjet, import_pythia, silence_fastjet_banner
-from jettag.generate.branches import AUX_FIELDS, PX, PY, PZ, jet_arrays, substructure
+from jettag.generate.branches import AUX_FIELDS, PX, PY, PZ, E, jet_arrays, substructure
 from jettag.generate.processes import JET_RADIUS, PROCESSES, SQRT_S, ProcessSpec
 from jettag.generate.truth import match_decay
 
@@ -134,11 +135,11 @@ def _leading_jets(fastjet, jet_def, particles: np.ndarray, n_jets: int = 2) -> l
     return [np.array(sorted(c.user_index() for c in jet.constituents()), dtype=np.int64) for jet in jets]
 
 
-def _four_vector_summary(p4: np.ndarray) -> tuple[float, float, float]:
-    """pt, eta, phi of the sum of the rows of an (n, >=4) px py pz E table."""
-    px, py, pz = p4[:, PX].sum(), p4[:, PY].sum(), p4[:, PZ].sum()
-    pt = math.hypot(px, py)
-    return pt, math.asinh(pz / pt) if pt > 0 else math.copysign(1e9, pz), math.atan2(py, px)
+def _jet_axis(jet_particles: np.ndarray) -> tuple[float, float, float]:
+    """pt, eta, phi of one jet: the sum of its particles' four-momenta, as the loader computes it."""
+    columns = (jet_particles[:, k] for k in (PX, PY, PZ, E))
+    axis = jet_axis_from_particles(*columns, np.array([len(jet_particles)]))
+    return float(axis["jet_pt"][0]), float(axis["jet_eta"][0]), float(axis["jet_phi"][0])
 
 
 def run_block(task: BlockTask) -> BlockResult:
@@ -172,7 +173,7 @@ def run_block(task: BlockTask) -> BlockResult:
         decays = None  # found only for events with a jet in the window
         for indices in _leading_jets(fastjet, jet_def, particles):
             jet_particles = particles[indices]
-            pt, eta, phi = _four_vector_summary(jet_particles)
+            pt, eta, phi = _jet_axis(jet_particles)
             if not task.window.contains(pt, eta):
                 stats.outside_window += 1
                 continue

@@ -10,9 +10,9 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from jettag.features.kinematics import jet_axis_from_particles, particle_vectors, relative_coordinates
 from jettag.generate.backends import import_fastjet, silence_fastjet_banner
 from jettag.generate.processes import JET_RADIUS
-from jettag.generate.truth import delta_phi
 from jettag.jetclass import JETCLASS_LABELS as LABEL_BRANCHES
 
 PARTICLE_FIELDS = (
@@ -37,9 +37,11 @@ def jet_arrays(
 ) -> dict[str, Any]:
     """JetClass branches (all but jet_sdmass and jet_tau*) from per-jet particle tables.
 
-    The jet four-vector is the sum of its constituents (anti-kT E-scheme). Impact parameters are
-    the straight-line ones, from the particle's production vertex, w.r.t. the beam line through
-    the origin: d0 = (x py - y px) / pT, dz = z - (x px + y py) pz / pT^2 (mm; 0 for neutrals).
+    The jet four-vector is the sum of its constituents (anti-kT E-scheme), and part_deta / part_dphi
+    are taken with respect to it; both as the loader computes them (`jettag.features.kinematics`).
+    Impact parameters are the straight-line ones, from the particle's production vertex, w.r.t. the
+    beam line through the origin: d0 = (x py - y px) / pT, dz = z - (x px + y py) pz / pT^2 (mm; 0
+    for neutrals).
     """
     counts = np.array([len(c) for c in constituents], dtype=np.int64)
     n_jets = len(counts)
@@ -50,21 +52,14 @@ def jet_arrays(
     flat = np.concatenate(ordered) if ordered else np.zeros((0, 9))
     px, py, pz, energy = flat[:, PX], flat[:, PY], flat[:, PZ], flat[:, E]
     pt = np.hypot(px, py)
-    eta = np.arcsinh(pz / pt)
-    phi = np.arctan2(py, px)
-
-    starts = np.cumsum(counts) - counts
-    sums = {k: np.add.reduceat(v, starts) if n_jets else np.zeros(0) for k, v in
-            dict(px=px, py=py, pz=pz, energy=energy).items()}  # fmt: skip
-    jet_pt = np.hypot(sums["px"], sums["py"])
-    jet_eta = np.arcsinh(sums["pz"] / jet_pt) if n_jets else np.zeros(0)
-    jet_phi = np.arctan2(sums["py"], sums["px"])
-    jet_mass = np.sqrt(np.maximum(sums["energy"] ** 2 - jet_pt**2 - sums["pz"] ** 2, 0.0))
-
-    def repeat(x):
-        return np.repeat(x, counts)
-
-    sign = np.where(repeat(jet_eta) >= 0, 1.0, -1.0)
+    axis = jet_axis_from_particles(px, py, pz, energy, counts)
+    # vector gives a spacelike sum (a one-photon jet, by rounding) a negative mass; JetClass's are >= 0
+    jet_mass = np.maximum(axis["jet_mass"], 0.0)
+    deta, dphi = relative_coordinates(
+        particle_vectors(px, py, pz, energy),
+        np.repeat(axis["jet_eta"], counts),
+        np.repeat(axis["jet_phi"], counts),
+    )
     charge = flat[:, CHARGE]
     pid = np.abs(flat[:, PID])
     charged = charge != 0
@@ -78,8 +73,8 @@ def jet_arrays(
         "py": py,
         "pz": pz,
         "energy": energy,
-        "deta": (eta - repeat(jet_eta)) * sign,
-        "dphi": delta_phi(phi, repeat(jet_phi)),
+        "deta": deta,
+        "dphi": dphi,
         "d0val": d0,
         "d0err": np.zeros_like(d0),
         "dzval": dz,
@@ -95,7 +90,8 @@ def jet_arrays(
         f"part_{name}": ak.unflatten(np.asarray(column, dtype=np.float32), counts)
         for name, column in particle_columns.items()
     }
-    jets = dict(pt=jet_pt, eta=jet_eta, phi=jet_phi, energy=sums["energy"], mass=jet_mass, nparticles=counts)
+    jets = dict(pt=axis["jet_pt"], eta=axis["jet_eta"], phi=axis["jet_phi"], energy=axis["jet_energy"],
+                mass=jet_mass, nparticles=counts)  # fmt: skip
     arrays.update({f"jet_{name}": np.asarray(v, dtype=np.float32) for name, v in jets.items()})
     for branch in LABEL_BRANCHES:
         arrays[branch] = np.full(n_jets, branch == label, dtype=bool)

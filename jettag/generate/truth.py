@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import vector
+
+from jettag.features.kinematics import relative_coordinates
 
 
 @dataclass(frozen=True)
@@ -166,16 +169,16 @@ def semileptonic_higgs_decays(event) -> list[Decay]:
     return found
 
 
-def delta_phi(a, b):
-    """a - b wrapped into [-pi, pi)."""
-    return (np.asarray(a) - b + np.pi) % (2 * np.pi) - np.pi
-
-
 def match_decay(decays: Sequence[Decay], jet_eta: float, jet_phi: float, radius: float) -> Decay | None:
-    """The first decay whose required particles all lie within dR < radius of the jet axis."""
+    """The first decay whose required particles all lie within dR < radius of the jet axis.
+
+    dR = hypot(deta, dphi), with deta and dphi as the loader computes them (`relative_coordinates`).
+    """
     for decay in decays:
         rows = decay.genparts[list(decay.required)]
-        dr = np.hypot(rows[:, 1] - jet_eta, delta_phi(rows[:, 2], jet_phi))
-        if np.all(dr < radius):
+        partons = vector.array({"pt": rows[:, 0], "eta": rows[:, 1], "phi": rows[:, 2], "mass": rows[:, 3]})
+        axis_eta, axis_phi = np.full(len(rows), jet_eta), np.full(len(rows), jet_phi)
+        deta, dphi = relative_coordinates(partons, axis_eta, axis_phi)
+        if np.all(np.hypot(deta, dphi) < radius):
             return decay
     return None
