@@ -148,7 +148,7 @@ def subset(pool: Path, n: int, seed: int, out: Path) -> Path:
     path = out / "subsets" / f"labelled_{n}_seed{seed}.root"
     if path.is_file():
         return path
-    from jettag.generate.pythia import write_jetclass_root
+    from jettag.generate.writer import write_jetclass_root
 
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = uproot.open(pool)["tree"].arrays(library="ak")

@@ -19,16 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from jettag.errors import ConfigError, report_user_errors
-from jettag.generate.pythia import (
-    COMPRESSIONS,
-    DEFAULT_BLOCK_SIZE,
-    GENERATED_CLASSES,
-    GeneratedJets,
-    check_output_path,
-    generate_jets,
-    resolve_classes,
-    write_jetclass_root,
-)
+from jettag.generate.driver import DEFAULT_BLOCK_SIZE, GeneratedJets, generate_jets
+from jettag.generate.processes import GENERATED_CLASSES, resolve_classes
+from jettag.generate.writer import COMPRESSIONS, check_output_path, write_jetclass_root
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -67,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Generate the ten JetClass classes (QCD, H -> bb/cc/gg/4q/l nu qq', Z/W -> qq, "
         "t -> bqq', t -> blnu) with Pythia8 + FastJet (anti-kT R=0.8, 14 TeV) and write them as "
         "JetClass-schema ROOT files; each class keeps only jets that pass its truth matching "
-        "(jettag/generate/pythia.py, PROCESSES).",
+        "(jettag/generate/processes.py, PROCESSES).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("-n", "--jets-per-class", type=int, default=1000, help="jets of each class")

@@ -15,20 +15,13 @@ import vector
 pytest.importorskip("pythia8mc")
 pytest.importorskip("fastjet")
 
+from jettag.generate.blocks import BlockTask, JetWindow, _make_pythia
+from jettag.generate.branches import LABEL_BRANCHES
 from jettag.generate.cli import parse_args
-from jettag.generate.pythia import (
-    GENERATED_CLASSES,
-    LABEL_BRANCHES,
-    PROCESSES,
-    BlockTask,
-    JetWindow,
-    _make_pythia,
-    generate_jets,
-    higgs_to_four_quarks,
-    match_decay,
-    semileptonic_higgs_decays,
-    write_jetclass_root,
-)
+from jettag.generate.driver import generate_jets
+from jettag.generate.processes import GENERATED_CLASSES, PROCESSES
+from jettag.generate.truth import higgs_to_four_quarks, match_decay, semileptonic_higgs_decays
+from jettag.generate.writer import write_jetclass_root
 
 # JetClass's ten classes in its order (arXiv:2202.03772; configs/data/jetclass.yaml), typed out here
 JETCLASS_ORDER = ("QCD", "Hbb", "Hcc", "Hgg", "H4q", "Hqql", "Zqq", "Wqq", "Tbqq", "Tbl")

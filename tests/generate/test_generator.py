@@ -13,13 +13,9 @@ from helpers import run_cli
 pytest.importorskip("pythia8mc")
 pytest.importorskip("fastjet")
 
-from jettag.generate.pythia import (
-    BRANCHES,
-    LABEL_BRANCHES,
-    generate_jets,
-    round_mantissa,
-    write_jetclass_root,
-)
+from jettag.generate.branches import BRANCHES, LABEL_BRANCHES
+from jettag.generate.driver import generate_jets
+from jettag.generate.writer import round_mantissa, write_jetclass_root
 
 N_PER_CLASS = 6
 
@@ -72,6 +68,23 @@ def test_jet_kinematics_against_vector(written):
     assert ak.all(parts.deltaRapidityPhi(jet) < 0.8 + 0.05)
     # the soft-drop mass grooms: never above the jet mass
     assert np.all(ak.to_numpy(written["jet_sdmass"]) <= ak.to_numpy(written["jet_mass"]) * (1 + 1e-4) + 1e-3)
+
+
+def test_deta_dphi_against_the_written_jet_axis(written):
+    """part_deta / part_dphi as vector computes them from the written four-momenta and jet axis branches."""
+    parts = vector.zip({"px": written["part_px"], "py": written["part_py"], "pz": written["part_pz"],
+                        "E": written["part_energy"]})  # fmt: skip
+    jet_eta, jet_phi = written["jet_eta"], written["jet_phi"]
+    axis = vector.zip({"rho": ak.ones_like(jet_eta), "eta": jet_eta, "phi": jet_phi})
+    sign = ak.where(jet_eta >= 0, 1.0, -1.0)
+    deta = ak.to_numpy(ak.flatten((parts.eta - jet_eta) * sign))
+    dphi = ak.to_numpy(ak.flatten(parts.deltaphi(axis)))
+    written_deta = ak.to_numpy(ak.flatten(written["part_deta"]))
+    written_dphi = ak.to_numpy(ak.flatten(written["part_dphi"]))
+    np.testing.assert_allclose(written_deta, deta, atol=2e-5)
+    np.testing.assert_allclose(written_dphi, dphi, atol=2e-5)
+    assert np.all((written_dphi >= -np.pi) & (written_dphi < np.pi))
+    assert (ak.to_numpy(jet_eta) < 0).any() and (ak.to_numpy(jet_eta) >= 0).any()  # both signs exercised
 
 
 def test_particle_flags_are_exclusive(written):
