@@ -2,20 +2,28 @@
 
 - `configs/trainer/default.yaml` lists every argument of the installed `lightning.Trainer`, so any of
   them is `trainer.<name>=...`; `trainer.max_steps` stops a tiny run at that step.
+- `train.yaml`'s own defaults are the no-argument run: it and every experiment compose to the same
+  configuration as before issue 14, when the default run was `experiment: sample_part_small`
+  (configs_before_issue14/ holds the files issue 14 rewrote, as they were; composed over today's other
+  configs, so later changes to the data, feature or model configs do not matter here).
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import shutil
+from pathlib import Path
 
 import lightning
 import pytest
 from helpers import run_cli
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from jettag.paths import config_dir
 
+BEFORE = Path(__file__).parent / "configs_before_issue14"
 # Trainer arguments that are jettag's groups, not trainer keys
 FROM_GROUPS = {"callbacks", "logger"}
 # jettag's own values (each explained in configs/trainer/default.yaml); the others are Lightning's defaults
@@ -43,6 +51,32 @@ def test_trainer_config_lists_every_lightning_trainer_argument():
     assert {k: v for k, v in config.items() if k not in JETTAG_CHOICES} == {
         k: arguments[k] for k in config if k not in JETTAG_CHOICES
     }
+
+
+def composed(directory: Path, cases: list[tuple[str, ...]]) -> dict:
+    with initialize_config_dir(str(directory), version_base="1.3"):
+        return {case: OmegaConf.to_container(compose("train", overrides=list(case))) for case in cases}
+
+
+def test_train_defaults_are_the_no_argument_run_and_compose_as_before(tmp_path):
+    defaults = OmegaConf.to_container(OmegaConf.load(config_dir() / "train.yaml"))["defaults"]
+    assert {"experiment": None} in defaults
+    before = tmp_path / "configs"
+    shutil.copytree(config_dir(), before)
+    shutil.copytree(BEFORE, before, dirs_exist_ok=True)
+    experiments = sorted(p.stem for p in (BEFORE / "experiment").glob("*.yaml"))
+    cases = [(), *((f"experiment={name}",) for name in experiments), ("features=kin",), ("data=toplandscape",),
+             ("model=particlenet", "trainer=gpu"), ("experiment=jetclass_part", "trainer=ddp")]  # fmt: skip
+    old, new = composed(before, cases), composed(config_dir(), cases)
+    lightning_defaults = trainer_arguments()
+    for case in cases:
+        trainer = new[case]["trainer"]
+        added = {key: trainer.pop(key) for key in list(trainer) if key not in old[case]["trainer"]}
+        # the Trainer arguments listed since: at Lightning's defaults, as when they were not passed
+        assert added == {key: lightning_defaults[key] for key in added}, case
+        assert new[case] == old[case], case
+    assert new[()]["features"]["max_particles"] == 64 and new[()]["data"]["batch_size"] == 128
+    assert new[("experiment=top_part",)]["features"]["max_particles"] == 128
 
 
 @pytest.fixture(scope="module")
