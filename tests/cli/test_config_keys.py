@@ -6,6 +6,10 @@
   configuration as before issue 14, when the default run was `experiment: sample_part_small`
   (configs_before_issue14/ holds the files issue 14 rewrote, as they were; composed over today's other
   configs, so later changes to the data, feature or model configs do not matter here).
+- jettag-eval and jettag-predict read the device, precision and batch size under the same keys as
+  jettag-train (trainer.accelerator, trainer.devices, trainer.precision, data.eval_batch_size). Their
+  data keys left at ??? take the run's value, and data.labels=null means unlabelled jets, which
+  jettag-eval refuses.
 """
 
 from __future__ import annotations
@@ -13,15 +17,19 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import lightning
+import numpy as np
 import pytest
+import uproot
 from helpers import run_cli
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 from jettag.paths import config_dir
+from jettag.pipeline import with_run_data
 
 BEFORE = Path(__file__).parent / "configs_before_issue14"
 # Trainer arguments that are jettag's groups, not trainer keys
@@ -94,3 +102,79 @@ def test_any_trainer_argument_is_a_trainer_key(run):
     info = json.loads((run / "metrics.json").read_text())["info"]
     assert info["optimizer_steps"] == 5
     assert OmegaConf.load(run / ".hydra" / "config.yaml").trainer.max_steps == 5
+
+
+def call(prog: str, monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """A jettag command in this process: exit status and stderr."""
+    module = {"jettag-train": "train", "jettag-eval": "evaluate", "jettag-predict": "predict"}[prog]
+    main = __import__(f"jettag.cli.{module}", fromlist=["main"]).main
+    monkeypatch.setattr(sys, "argv", [prog, *args])
+    try:
+        main()
+        status = 0
+    except SystemExit as exit_info:
+        status = exit_info.code
+    return status, capsys.readouterr().err
+
+
+def test_eval_takes_the_trainer_settings_and_the_runs_data(run, monkeypatch, capsys, tmp_path):
+    status, stderr = call("jettag-eval", monkeypatch, capsys, f"run_dir={run}", "trainer.accelerator=cpu",
+                          "trainer.precision=32-true", "data.eval_batch_size=7", f"hydra.run.dir={tmp_path}")  # fmt: skip
+    assert status == 0, stderr[-3000:]
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    trained = json.loads((run / "metrics.json").read_text())
+    assert evaluated["auc"] == pytest.approx(trained["auc"], abs=1e-6)
+    assert evaluated["info"]["test_files"] == trained["info"]["test_files"]  # the run's, not given here
+
+    # one process only
+    status, stderr = call("jettag-eval", monkeypatch, capsys, f"run_dir={run}", "trainer=ddp_cpu",
+                          f"hydra.run.dir={tmp_path / 'ddp'}")  # fmt: skip
+    assert status == 2 and "jettag-eval runs in one process" in stderr and "trainer.devices=1" in stderr
+
+
+def test_eval_given_no_labels_says_it_needs_them(run, monkeypatch, capsys, tmp_path):
+    status, stderr = call("jettag-eval", monkeypatch, capsys, f"run_dir={run}", "data.labels=null",
+                          f"hydra.run.dir={tmp_path}")  # fmt: skip
+    assert status == 2
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        "jettag-eval: error: data.labels=null means unlabelled jets, but jettag-eval needs"
+    )
+
+
+def test_data_keys_left_unset_take_the_runs_values():
+    given = OmegaConf.create(
+        {"labels": "???", "treename": None, "observers": ["jet_pt"], "chunk_size": MISSING}
+    )
+    run_data = {"labels": ["label_QCD", "label_Tbqq"], "treename": "tree", "observers": [], "chunk_size": 10}
+    assert with_run_data(run_data, given) == {
+        "labels": ["label_QCD", "label_Tbqq"], "treename": None, "observers": ["jet_pt"], "chunk_size": 10}  # fmt: skip
+
+
+def test_predict_takes_trainer_keys_and_the_runs_batch(run, toy_root_files, monkeypatch, capsys, tmp_path):
+    import jettag.cli.predict
+
+    seen = []
+    real = jettag.cli.predict.predict_files
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jettag.cli.predict, "predict_files", recording)
+    common = [f"run_dir={run}", f"files=[{toy_root_files['test']}]", "progress=false"]
+    scores = {}
+    cases = {"run": [], "given": ["data.eval_batch_size=7"], "bf16": ["trainer.precision=bf16-mixed"]}
+    for name, extra in cases.items():
+        output = tmp_path / f"{name}.root"
+        status, stderr = call("jettag-predict", monkeypatch, capsys, *common, f"output={output}", *extra)
+        assert status == 0, stderr[-3000:]
+        scores[name] = uproot.open(output)["Events"]["score_label_Tbqq"].array(library="np")
+    # the run's data.eval_batch_size unless given
+    assert [kwargs["batch_size"] for kwargs in seen] == [20, 7, 20]
+    assert all(str(kwargs["fabric"].device) == "cpu" for kwargs in seen)
+    np.testing.assert_allclose(scores["given"], scores["run"], rtol=0, atol=1e-5)
+    # bf16 autocast: other numbers, close to the float32 ones
+    assert not np.array_equal(scores["bf16"], scores["run"])
+    assert np.median(np.abs(scores["bf16"] - scores["run"])) < 0.02
+    assert np.corrcoef(scores["bf16"], scores["run"])[0, 1] > 0.9
