@@ -7,9 +7,9 @@
   (configs_before_issue14/ holds the files issue 14 rewrote, as they were; composed over today's other
   configs, so later changes to the data, feature or model configs do not matter here).
 - jettag-eval and jettag-predict read the device, precision and batch size under the same keys as
-  jettag-train (trainer.accelerator, trainer.devices, trainer.precision, data.eval_batch_size). Their
-  data keys left at ??? take the run's value, and data.labels=null means unlabelled jets, which
-  jettag-eval refuses.
+  jettag-train (trainer.accelerator, trainer.devices, trainer.precision, data.eval_batch_size); the old
+  spellings stop with one sentence naming the new key. Their data keys left at ??? take the run's
+  value, and data.labels=null means unlabelled jets, which jettag-eval refuses.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from helpers import run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import MISSING, OmegaConf
 
+from jettag.cli import renamed_key_error
 from jettag.paths import config_dir
 from jettag.pipeline import with_run_data
 
@@ -115,6 +116,28 @@ def call(prog: str, monkeypatch, capsys, *args: str) -> tuple[int, str]:
     except SystemExit as exit_info:
         status = exit_info.code
     return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "prog, arg, answer",
+    [
+        ("jettag-eval", "accelerator=cpu", "accelerator=cpu is written trainer.accelerator=cpu"),
+        ("jettag-eval", "precision=bf16-mixed", "precision=bf16-mixed is written trainer.precision=bf16-mixed"),
+        ("jettag-eval", "data.batch_size=64", "data.batch_size is the training batch size; jettag-eval scores "
+         "jets in batches of data.eval_batch_size, e.g. data.eval_batch_size=64."),
+        ("jettag-predict", "device=cuda:1", "device=cuda:1 is written trainer.accelerator=gpu trainer.devices=[1]"),
+        ("jettag-predict", "device=cpu", "device=cpu is written trainer.accelerator=cpu"),
+        ("jettag-predict", "batch_size=4096", "batch_size=4096 is written data.eval_batch_size=4096"),
+        ("jettag-train", "+accelerator=gpu", "+accelerator=gpu is written trainer.accelerator=gpu"),
+    ],
+)  # fmt: skip
+def test_old_spellings_name_the_new_key(prog, arg, answer, monkeypatch, capsys, tmp_path):
+    status, stderr = call(prog, monkeypatch, capsys, f"run_dir={tmp_path}", arg)
+    assert status == 2
+    assert stderr.strip().splitlines()[-1].startswith(f"{prog}: error: {answer}")
+    # the new spellings pass
+    new = ["-m", "trainer.accelerator=cpu", "trainer.devices=[1]", "trainer.precision=32-true"]
+    assert renamed_key_error(prog, [*new, "data.eval_batch_size=8", f"hydra.run.dir={tmp_path}"]) is None
 
 
 def test_eval_takes_the_trainer_settings_and_the_runs_data(run, monkeypatch, capsys, tmp_path):
