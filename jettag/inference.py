@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import awkward as ak
 import numpy as np
@@ -32,6 +33,9 @@ from jettag.models.base import class_scores
 from jettag.models.weaver.state import weaver_num_classes
 from jettag.paths import config_dir
 from jettag.pipeline import build_features, build_model
+
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
 
 
 @dataclass
@@ -146,16 +150,24 @@ def shipped_features(name: str) -> FeatureSet:
     return build_features(OmegaConf.to_container(OmegaConf.load(file)))
 
 
-def choose_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def scoring_fabric(accelerator="auto", devices=1, precision="32-true") -> Fabric:
+    """Lightning's device and precision for scoring in this process, chosen by the Trainer arguments of
+    the same names (jettag-predict's trainer.accelerator, trainer.devices, trainer.precision)."""
+    from lightning.fabric import Fabric
+
+    settings = f"trainer.accelerator={accelerator}, trainer.devices={devices}, trainer.precision={precision}"
     try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device={device!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} but PyTorch sees no CUDA GPU; use device=cpu.")
-    return chosen
+        fabric = Fabric(accelerator=accelerator, devices=devices, precision=precision)
+    except (RuntimeError, ValueError, ImportError) as err:  # Lightning's reason, e.g. no such device here
+        reason = str(err).splitlines()[0].rstrip(".!")
+        hint = "" if isinstance(err, ValueError) else "; trainer.accelerator=cpu runs on the CPU"
+        raise ConfigError(f"{settings}: {reason}{hint}.") from None
+    if fabric.world_size > 1:
+        raise ConfigError(
+            f"{settings} make {fabric.world_size} processes, but scoring runs in one; set trainer.devices=1, "
+            "or trainer.devices=[N] for GPU N."
+        )
+    return fabric
 
 
 @dataclass
@@ -189,7 +201,7 @@ def predict_files(
     chunk_size: int = 100_000,
     batch_size: int = 1024,
     drop_nonfinite: bool = False,
-    device: torch.device | None = None,
+    fabric: Fabric | None = None,
     progress: bool = True,
     new_variables: Mapping[str, str] | None = None,
 ) -> PredictSummary:
@@ -197,11 +209,12 @@ def predict_files(
 
     One row per input jet, files in the order given: `score_<class>` (float32), the observers and
     `entry`, the jet's entry number in its input file. Jets the model cannot take (no particles, or
-    non-finite inputs with `drop_nonfinite`) keep their row with NaN scores and are counted.
+    non-finite inputs with `drop_nonfinite`) keep their row with NaN scores and are counted. `fabric`
+    (`scoring_fabric`) sets the device and precision; by default the CPU in float32.
     """
     if chunk_size < 1 or batch_size < 1:
         raise ConfigError(
-            f"data.chunk_size and batch_size must be at least 1, not {chunk_size} and {batch_size}."
+            f"data.chunk_size and data.eval_batch_size must be at least 1, not {chunk_size} and {batch_size}."
         )
     taken = {"entry", *(f"score_{name}" for name in trained.class_names)} & set(observers)
     if taken:
@@ -211,8 +224,9 @@ def predict_files(
     files = resolve_files(patterns, "files")
     if any(Path(f).resolve() == Path(output).resolve() for f in files):
         raise ConfigError(f"output={output} is one of the input files; write the scores to another file.")
-    device = device or torch.device("cpu")
-    model = trained.model.to(device).eval()
+    fabric = fabric or scoring_fabric("cpu")
+    device = fabric.device
+    model = fabric.setup_module(trained.model.eval())  # moved to the device, run at the chosen precision
     # the run's new variables (data.new_variables) may be inputs or observers; its selection is not
     # applied: every input jet gets its row
     variables = parse_new_variables(new_variables)

@@ -1,14 +1,17 @@
-"""Building the pieces of a run from its configuration, shared by `jettag-train` and `jettag-eval`."""
+"""Building the pieces of a run from its configuration, shared by `jettag-train`, `jettag-eval` and
+`jettag-predict`."""
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -78,10 +81,32 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def with_run_data(run_data: Mapping, data_cfg: DictConfig) -> dict:
+    """The data settings of a run (the checkpoint's) with those of `data_cfg` (jettag-eval's or
+    jettag-predict's `data`) that are set replacing them: a key left at ??? keeps the run's value."""
+    settings = dict(run_data)
+    given = as_dict(data_cfg)
+    settings.update({key: given[key] for key in data_cfg if not OmegaConf.is_missing(data_cfg, key)})
+    return settings
+
+
 def build_trainer(cfg: DictConfig, **overrides) -> L.Trainer:
+    """The Lightning Trainer of `cfg.trainer`, with the callbacks and logger groups of `cfg` if it has them."""
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+    settings = {"callbacks": callbacks, "logger": loggers or False, **overrides}
+    try:
+        return hydra.utils.instantiate(cfg.trainer, **settings)
+    except InstantiationException as err:  # Lightning's reason, e.g. no such device on this machine
+        if not isinstance(err.__cause__, (MisconfigurationException, RuntimeError, ValueError)):
+            raise
+        reason = str(err.__cause__).splitlines()[0].rstrip(".!")
+        hint = "" if isinstance(err.__cause__, ValueError) else "; trainer.accelerator=cpu runs on the CPU"
+        trainer = cfg.trainer
+        raise ConfigError(
+            f"trainer.accelerator={trainer.accelerator}, trainer.devices={trainer.devices}, "
+            f"trainer.precision={trainer.precision}: {reason}{hint}."
+        ) from None
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import functools
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -53,6 +54,48 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("jettag.eval_dir", _eval_dir)
 
 
+# Keys that were spelled differently before (issue 14), per command: the key that replaces them. The
+# device and precision are Lightning's Trainer arguments in every command; the batch that jettag-eval
+# and jettag-predict score is data.eval_batch_size, as in training's validation and test.
+def _renamed(batch_size: str) -> dict[str, str]:
+    trainer = {key: f"trainer.{key}" for key in ("accelerator", "devices", "precision")}
+    return {**trainer, "device": "trainer.accelerator", "batch_size": batch_size}
+
+
+RENAMED_KEYS = {
+    "jettag-train": _renamed("data.batch_size"),
+    "jettag-eval": {**_renamed("data.eval_batch_size"), "data.batch_size": "data.eval_batch_size"},
+    "jettag-predict": {**_renamed("data.eval_batch_size"), "data.batch_size": "data.eval_batch_size"},
+}
+
+
+def _device_overrides(device: str) -> str:
+    """A torch device string (jettag-predict's old device=...) as trainer.accelerator and trainer.devices."""
+    kind, _, index = device.partition(":")
+    accelerator = {"cuda": "gpu"}.get(kind, kind)
+    return f"trainer.accelerator={accelerator}" + (f" trainer.devices=[{index}]" if index else "")
+
+
+def renamed_key_error(prog: str, args: list[str]) -> str | None:
+    """The sentence that answers the first old spelling of a key among the command-line `args`, if any."""
+    renamed = RENAMED_KEYS.get(prog, {})
+    for arg in args:
+        match = re.fullmatch(r"(?:\+\+|\+|~)?([\w.]+)=(.*)", arg, re.S)
+        if arg.startswith("-") or not match or match.group(1) not in renamed:
+            continue
+        key, value = match.groups()
+        if key == "data.batch_size":
+            return (
+                f"data.batch_size is the training batch size; {prog} scores jets in batches of "
+                f"data.eval_batch_size, e.g. data.eval_batch_size={value}."
+            )
+        spelled = (
+            _device_overrides(value) if key == "device" and "," not in value else f"{renamed[key]}={value}"
+        )
+        return f"{arg} is written {spelled} (the same key in every jettag command)."
+    return None
+
+
 def hydra_app(config_name: str, prog: str):
     """A Hydra entry point on jettag's configs that reports user errors in one sentence (exit 2)."""
     register_resolvers()
@@ -72,6 +115,15 @@ def hydra_app(config_name: str, prog: str):
                       file=sys.stderr)  # fmt: skip
                 sys.exit(2)
 
-        return main
+        @functools.wraps(task)
+        def entry(cfg=None):
+            # before Hydra, which would reject an old key with its own message and no pointer to the new one
+            error = renamed_key_error(prog, sys.argv[1:]) if cfg is None else None
+            if error:
+                print(f"{prog}: error: {error}", file=sys.stderr)
+                sys.exit(2)
+            return main(cfg)
+
+        return entry
 
     return decorate

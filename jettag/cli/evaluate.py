@@ -5,7 +5,8 @@
 
 The data settings are those the model was trained with; any value set under `data` replaces them.
 `data.labels` may list some of the model's classes (e.g. label_QCD and label_Tbqq of a JetClass model
-on top-vs-QCD files): the scores are then renormalized over those classes.
+on top-vs-QCD files): the scores are then renormalized over those classes. The device and precision
+are Lightning's, as in jettag-train: trainer.accelerator=cpu, trainer.precision=bf16-mixed, trainer=gpu.
 The report goes to <run_dir>/eval unless hydra.run.dir says otherwise.
 """
 
@@ -14,15 +15,21 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from jettag.cli import hydra_app
+from jettag.data.datamodule import UNLABELLED
 from jettag.errors import ConfigError
 from jettag.inference import checkpoint_of, load_trained
-from jettag.pipeline import as_dict, build_datamodule, count_parameters, write_test_report
+from jettag.pipeline import (
+    build_datamodule,
+    build_trainer,
+    count_parameters,
+    with_run_data,
+    write_test_report,
+)
 from jettag.tasks.classification import JetClassifier
 
 log = logging.getLogger("jettag.eval")
@@ -58,12 +65,33 @@ def class_subset(model: nn.Module, trained: list[str], wanted: list[str]) -> nn.
 
 def evaluate(cfg: DictConfig) -> float:
     ckpt_path = checkpoint_of(cfg.run_dir, cfg.ckpt_path)
+    trainer = build_trainer(cfg, enable_checkpointing=False)
+    if trainer.world_size > 1:
+        raise ConfigError(
+            f"jettag-eval runs in one process, but trainer.devices={cfg.trainer.devices} and "
+            f"trainer.num_nodes={cfg.trainer.num_nodes} make {trainer.world_size}; set trainer.devices=1."
+        )
     # the network with the checkpoint's weights (a `model.weights` file the run started from is not needed)
     trained = load_trained(ckpt_path, cfg.get("features") or None)
     train_cfg, features, model = trained.config, trained.features, trained.model
 
-    data_cfg = dict(train_cfg["data"])
-    data_cfg.update({k: v for k, v in as_dict(cfg.data).items() if v is not None})
+    if trained.class_names == [UNLABELLED]:
+        raise ConfigError(
+            f"jettag-eval evaluates a classifier, and {ckpt_path} was trained on unlabelled jets (data.labels: "
+            "null), e.g. pretrained; fine-tune it (experiment=finetune_part task.backbone=...) and evaluate that run."
+        )
+    data_cfg = with_run_data(train_cfg["data"], cfg.data)
+    if data_cfg.get("labels") is None:
+        if OmegaConf.is_missing(cfg.data, "labels"):
+            raise ConfigError(
+                f"jettag-eval needs labelled jets, and {ckpt_path} names no label branches (its data.labels is "
+                "null: unlabelled jets); give those of the test files, e.g. data.labels=[label_QCD,label_Tbqq]."
+            )
+        raise ConfigError(
+            "data.labels=null means unlabelled jets, but jettag-eval needs labelled ones; give the label "
+            "branches of the test files, e.g. data.labels=[label_QCD,label_Tbqq], or score unlabelled jets "
+            "with jettag-predict."
+        )
     data_cfg["train_files"] = data_cfg["val_files"] = None
     datamodule = build_datamodule(data_cfg, features, train_cfg.get("seed", 0))
     if datamodule.class_names != trained.class_names:
@@ -74,14 +102,6 @@ def evaluate(cfg: DictConfig) -> float:
         model, optimizer=None, class_names=datamodule.class_names, background=datamodule.background
     )
     output_dir = Path(cfg.paths.output_dir)
-    trainer = L.Trainer(
-        accelerator=cfg.accelerator,
-        devices=1,
-        precision=cfg.precision,
-        logger=False,
-        enable_checkpointing=False,
-        default_root_dir=output_dir,
-    )
     trainer.test(task, datamodule=datamodule, verbose=False)
     info = {
         "model": type(trained.model).__name__,

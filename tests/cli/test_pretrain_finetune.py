@@ -41,6 +41,9 @@ def test_pretrain_mpm_then_finetune_part(toy_root_files, tmp_path):
     assert checkpoint.is_file() and not (pre / "metrics.json").exists()  # nothing to test
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     assert any(k.startswith("decoder.") for k in state) and "mask_value" in state
+    # jettag-eval evaluates classifiers: a checkpoint trained without labels is one sentence
+    result = run_cli("jettag-eval", f"run_dir={pre}", "trainer.accelerator=cpu")
+    assert result.returncode == 2 and "was trained on unlabelled jets" in result.stderr, result.stderr[-2000:]
 
     run = tmp_path / "ft"
     result = run_cli("jettag-train", "experiment=finetune_part", f"task.backbone={checkpoint}",

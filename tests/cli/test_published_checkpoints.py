@@ -185,7 +185,7 @@ def test_jettag_eval_of_a_published_file_on_two_of_its_classes(toy_root_files, t
     torch.save(wrapper.state_dict(), tmp_path / "ParticleNet_kinpid.pt")
     test_file = toy_root_files["test"]
     result = run_cli("jettag-eval", f"ckpt_path={tmp_path / 'ParticleNet_kinpid.pt'}", f"data.test_files=[{test_file}]",
-                     "data.labels=[label_QCD,label_Tbqq]", "accelerator=cpu", f"hydra.run.dir={tmp_path / 'eval'}")  # fmt: skip
+                     "data.labels=[label_QCD,label_Tbqq]", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'eval'}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     # the same jets scored with all ten outputs (jettag-predict's code), renormalized here
@@ -197,5 +197,5 @@ def test_jettag_eval_of_a_published_file_on_two_of_its_classes(toy_root_files, t
     assert metrics["auc"] == pytest.approx(roc_auc_score(truth, top), abs=1e-6)
     # a class the model does not have is one sentence
     result = run_cli("jettag-eval", f"ckpt_path={tmp_path / 'ParticleNet_kinpid.pt'}", f"data.test_files=[{test_file}]",
-                     "data.labels=[label_QCD,label_Top]", "accelerator=cpu", f"hydra.run.dir={tmp_path / 'eval2'}")  # fmt: skip
+                     "data.labels=[label_QCD,label_Top]", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'eval2'}")  # fmt: skip
     assert result.returncode == 2 and "but the model was trained for label_QCD, label_Hbb" in result.stderr

@@ -83,7 +83,7 @@ def test_sample_part_small_train_then_eval(toy_root_files, tmp_path):
         )
 
     # jettag-eval on the run reproduces the test metrics from the saved best checkpoint
-    result = run_cli("jettag-eval", f"run_dir={run_dir}", "accelerator=cpu")
+    result = run_cli("jettag-eval", f"run_dir={run_dir}", "trainer.accelerator=cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     again = check_run(run_dir / "eval", classes)
     assert again["auc"] == pytest.approx(metrics["auc"], abs=1e-6)

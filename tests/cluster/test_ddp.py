@@ -44,7 +44,7 @@ def test_ddp_two_processes_gather_all_test_jets(tiny_files, tmp_path):
     assert metrics["auc"] == pytest.approx(roc_auc_score(signal, score), abs=1e-6)
 
     # one process scoring the same checkpoint gives the same score to every jet, so the same AUC
-    result = run_cli("jettag-eval", f"run_dir={run_dir}", "accelerator=cpu")
+    result = run_cli("jettag-eval", f"run_dir={run_dir}", "trainer.accelerator=cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     single = read_predictions(run_dir / "eval" / "predictions.root")
     order, single_order = (

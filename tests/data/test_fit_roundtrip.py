@@ -42,7 +42,7 @@ def test_train_streaming_auto_fit_then_eval(toy_root_files, tmp_path):
             assert feature.center == pytest.approx(fit["features"][feature.name]["center"])
             assert feature.scale == pytest.approx(fit["features"][feature.name]["scale"])
     assert not features.needs_fit and features.features[0].center != 1.7  # not the fixed kinpid numbers
-    result = run_cli("jettag-eval", f"run_dir={run_dir}", "accelerator=cpu")
+    result = run_cli("jettag-eval", f"run_dir={run_dir}", "trainer.accelerator=cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert np.isclose(evaluated["auc"], metrics["auc"], atol=1e-6)  # same inputs, same model: same scores

@@ -306,6 +306,6 @@ def test_train_from_weaver_weights_on_the_command_line(toy_root_files, tmp_path)
     assert params["model.head.weight"].shape == (2, 64)
 
     weights.unlink()
-    result = run_cli("jettag-eval", f"run_dir={run_dir}", "accelerator=cpu")
+    result = run_cli("jettag-eval", f"run_dir={run_dir}", "trainer.accelerator=cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "eval" / "metrics.json").is_file()
