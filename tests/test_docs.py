@@ -8,7 +8,9 @@ file of configs/ and every comment written in them; the API reference every modu
 from __future__ import annotations
 
 import html
+import importlib
 import importlib.util
+import inspect
 import re
 import subprocess
 import sys
@@ -126,10 +128,10 @@ def test_docs_build_without_warnings(site):
         for key in jettag_docs.config_keys(config):
             assert f">{key}<" in configuration, key
     api = (site / "reference" / "api.html").read_text()
-    for module in jettag_docs.public_modules():
-        assert f'id="module-{module}"' in api, module
-    import jettag.models
-
-    for name in jettag.models.__all__:  # each documented where it is defined
-        obj = getattr(jettag.models, name)
-        assert f'id="{obj.__module__}.{name}"' in api, name
+    for name in jettag_docs.public_modules():
+        assert f'id="module-{name}"' in api, name
+        module = importlib.import_module(name)
+        for attr, obj in vars(module).items():  # every public class and function, where it is defined
+            if not attr.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj)):
+                if getattr(obj, "__module__", None) == name:
+                    assert f'id="{name}.{attr}"' in api, f"{name}.{attr}"

@@ -352,8 +352,9 @@ def api_reference(package: str = "jettag") -> str:
         heading = "#" * min(2 + depth, 4)
         lines += [f"{heading} `{name}`", ""]
         is_package = hasattr(module, "__path__")
-        options = "" if is_package else "\n   :members:\n   :undoc-members:"
-        lines += ["```{eval-rst}", f".. automodule:: {name}{options}", "```", ""]
+        # what the module defines itself; a package's re-exports are linked below, not repeated
+        options = ["   :members:", "   :undoc-members:", "   :ignore-module-all:"]
+        lines += ["```{eval-rst}", f".. automodule:: {name}", *options, "```", ""]
         exported = getattr(module, "__all__", None) if is_package else None
         if exported:
             refs = []
