@@ -3,7 +3,7 @@
     python scripts/bench_loader.py [--files 2] [--jets-per-file 100000] [--workers 0 2] [--reps 1]
                                    [--basket 1000] [--dir DIR]
 
-The README's figures: `--reps 3` (JetClass-like baskets of 1000 jets), and `--basket 100000 --reps 1
+The figures of docs/performance.md: `--reps 3` (JetClass-like baskets of 1000 jets), and `--basket 100000 --reps 1
 --workers 0` for files of one basket per branch, as `jettag-generate` writes them.
 
 Writes JetClass-schema ROOT files of generated jets (10 classes, one-hot labels, ~50 particles per

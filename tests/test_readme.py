@@ -1,9 +1,12 @@
-"""The README's usage examples run as written (with tiny sizes and one or two batches).
+"""The usage examples of the README and of the docs pages run as written (with tiny sizes and one or two
+batches).
 
-Each ```bash block preceded by `<!-- readme-test: NAME -->` is run command by command, in README
-order, in one working directory, where the files the examples name (top/*.parquet, JetClass/...)
-are toy files. The only changes: `-n N` becomes a few jets, and jettag-train gets overrides that
-stop after one or two batches.
+Each ```bash block preceded by `<!-- readme-test: NAME -->`, in README.md or a page under docs/, is run
+command by command, in one working directory, where the files the examples name (top/*.parquet,
+JetClass/...) are toy files; the blocks run in the order they first appear, README first, then the docs
+pages by path. A block shown in several pages (the README's tour repeats the guide's) is written the
+same everywhere and runs once. The only changes: `-n N` becomes a few jets, and jettag-train gets
+overrides that stop after one or two batches.
 """
 
 from __future__ import annotations
@@ -17,18 +20,29 @@ from pathlib import Path
 import pytest
 from helpers import JETCLASS_LABELS, toy_jets, write_parquet, write_root
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts)]
+MARKED = re.compile(r"<!-- readme-test: (\S+) -->\s*```bash\n(.*?)```", re.S)
 FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
         "trainer.accelerator=cpu", "data.batch_size=16"]  # fmt: skip
 
 
+def marked_blocks() -> dict[str, dict[Path, str]]:
+    """name -> {page: the block's text}, names in the order they first appear."""
+    found: dict[str, dict[Path, str]] = {}
+    for page in PAGES:
+        for match in MARKED.finditer(page.read_text()):
+            found.setdefault(match.group(1), {})[page] = match.group(2)
+    return found
+
+
 def readme_blocks() -> list[tuple[str, list[list[str]]]]:
-    text = README.read_text()
     blocks = []
-    for match in re.finditer(r"<!-- readme-test: (\S+) -->\s*```bash\n(.*?)```", text, re.S):
-        joined = match.group(2).replace("\\\n", " ")
+    for name, texts in marked_blocks().items():
+        joined = next(iter(texts.values())).replace("\\\n", " ")
         commands = [shlex.split(line, comments=True) for line in joined.splitlines()]
-        blocks.append((match.group(1), [c for c in commands if c]))
+        blocks.append((name, [c for c in commands if c]))
     return blocks
 
 
@@ -38,12 +52,12 @@ BLOCKS = readme_blocks()
 def test_readme_has_tested_blocks_and_three_commands():
     assert [name for name, _ in BLOCKS] == [
         "own-files",
-        "data",
-        "experiments",
         "models",
+        "report",
         "deploy",
         "generate",
-        "report",
+        "experiments",
+        "data",
     ]
     first = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1)
     commands = [line for line in first.splitlines() if line and not line.startswith("#")]
@@ -52,6 +66,13 @@ def test_readme_has_tested_blocks_and_three_commands():
     # CI runs exactly the README's set-up and test commands
     ci = (README.parent / ".ci" / "run").read_text()
     assert commands[0] in ci and "\npytest" in ci
+
+
+def test_tested_blocks_are_in_the_guide_and_the_same_everywhere():
+    for name, texts in marked_blocks().items():
+        # the guide holds every tested example; the README's tour shows some of them again
+        assert any(page != README for page in texts), f"{name}: only in the README"
+        assert len(set(texts.values())) == 1, f"{name} differs between {[str(p) for p in texts]}"
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +111,8 @@ def workdir(tmp_path_factory):
 
 def adapt(command: list[str], workdir: Path, index: int) -> list[str]:
     prog, *args = command
-    if prog == "python":  # scripts/... are the repository's; the README runs them from its root
-        return [sys.executable, *(str(README.parent / a) if a.startswith("scripts/") else a for a in args)]
+    if prog == "python":  # scripts/... are the repository's; the examples run them from its root
+        return [sys.executable, *(str(ROOT / a) if a.startswith("scripts/") else a for a in args)]
     exe = str(Path(sys.executable).parent / prog)
     if prog == "jettag-generate":
         args = [("10" if i and args[i - 1] in ("-n", "--jets-per-class") else a) for i, a in enumerate(args)]
