@@ -19,8 +19,9 @@ from pathlib import Path
 import awkward as ak
 from tqdm.auto import tqdm
 
+from jettag.cli.errors import report_user_errors
 from jettag.data.reader import TOP_HDF5_BRANCHES, JetFile
-from jettag.errors import ConfigError, DataError, report_user_errors
+from jettag.errors import ConfigError, DataError
 
 FORMATS = {".parquet": "parquet", ".root": "root"}
 

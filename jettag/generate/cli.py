@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jettag.errors import ConfigError, report_user_errors
+from jettag.cli.errors import report_user_errors
+from jettag.errors import ConfigError
 from jettag.generate.pythia import (
     COMPRESSIONS,
     DEFAULT_BLOCK_SIZE,
