@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jettag.models.base import JetTagger
-from jettag.models.part import MaskedBatchNorm1d, masked_batch_norm
+from jettag.models.layers import MaskedBatchNorm1d, masked_batch_norm
 
 
 def angular_distances(v: torch.Tensor) -> torch.Tensor:

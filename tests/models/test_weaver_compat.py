@@ -146,7 +146,7 @@ def test_dense_pair_embedding_matches_weaver_for_inference():
     model = ParticleTransformer(7, 10, **SMALL["jettag"])
     load_weaver_weights(model, weaver.state_dict())
     model.eval()
-    model.dense = True
+    model.path = "dense"
     with torch.no_grad():
         expected = onnx_like(x.transpose(1, 2), v.transpose(1, 2), mask[:, None].float())
         got = model(x, v, mask).softmax(-1)
