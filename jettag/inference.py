@@ -20,7 +20,7 @@ import uproot
 from torch import nn
 from tqdm.auto import tqdm
 
-from jettag.checkpoint import is_jettag_checkpoint, read_torch_file
+from jettag.checkpoint import as_written, is_jettag_checkpoint, model_state, read_torch_file
 from jettag.data.dataset import JetDataset
 from jettag.data.expressions import parse_new_variables
 from jettag.data.jets import JetBuilder
@@ -91,24 +91,10 @@ def load_trained(path: str | Path, features: str | Mapping | None = None) -> Tra
         config["model"], feature_set.num_features, len(class_names), load_weights=False,
         feature_names=feature_set.names,
     )  # fmt: skip
-    prefix = "model."
-    state = {k[len(prefix) :]: v for k, v in content["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(state)
+    model.load_state_dict(model_state(content))
     return TrainedModel(
         model.eval(), feature_set, class_names, int(meta.get("background", 0)), config, Path(path)
     )
-
-
-def as_written(config: dict) -> dict:
-    """A run config with the settings its jettag version used where later versions changed a default.
-
-    ParticleNet before the published neighbour rule (configs without `neighbours`): only real particles
-    were neighbours, and the first block's coordinates came from the four-vectors.
-    """
-    model = dict(config.get("model") or {})
-    if str(model.get("_target_", "")).endswith("ParticleNet") and "neighbours" not in model:
-        config = {**config, "model": {**model, "neighbours": "real", "points": None}}
-    return config
 
 
 # the feature set of a weaver-core file, by its input size (the published JetClass models)

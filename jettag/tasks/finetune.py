@@ -11,7 +11,8 @@ comes from
 
 A jettag checkpoint also stores its run's particle features: they must be this run's, in the same
 order, or the run stops naming the difference (weaver files store none; use the published order).
-The head is replaced by a freshly initialised one for the new classes.
+The head (the final Linear) is replaced by a freshly initialised one for the new classes; hidden FC
+layers (`fc_params`) belong to the backbone and load with it (`jettag.models.base`).
 
 Learning rates. The head, and the modules listed in `head_lr_modules` (e.g. the class attention of a
 backbone from masked particle modelling, which never trained it), train at lr x `head_lr_factor`;
@@ -41,7 +42,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from jettag.checkpoint import is_jettag_checkpoint, read_torch_file
+from jettag.checkpoint import as_written, is_jettag_checkpoint, model_state, read_torch_file
 from jettag.errors import ConfigError
 from jettag.models.base import JetTagger, covers
 from jettag.models.part import ParticleTransformer
@@ -109,6 +110,15 @@ def check_features(path: Path, stored: Sequence | None, run: Sequence | None) ->
     )
 
 
+def _fc_hint(key: str, config: Mapping) -> str:
+    """For a tensor of the hidden FC layers: they come with the backbone (`jettag.models.base`)."""
+    if not covers("fc", key):
+        return ""
+    stored = (config.get("model") or {}).get("fc_params")
+    there = f" ({stored} there)" if stored is not None else ""
+    return f"; hidden FC layers belong to the backbone, so model.fc_params must be the backbone's{there}"
+
+
 def load_backbone(model: nn.Module, source: str | Path, feature_names: Sequence | None = None) -> list[str]:
     """Load every tensor but the head (the model's `head_modules`) from `source`; returns the keys loaded.
 
@@ -134,14 +144,9 @@ def load_backbone(model: nn.Module, source: str | Path, feature_names: Sequence 
         load_weaver_weights(model, path, keep_head=False, key="task.backbone")
         return [k for k in model.state_dict() if not model.is_head(k)]
 
-    config = _stored_config(checkpoint)
+    config = as_written(_stored_config(checkpoint))
     check_features(path, (config.get("features") or {}).get("particle_features"), feature_names)
-    prefix = "model."
-    state = {
-        k[len(prefix) :]: v
-        for k, v in checkpoint["state_dict"].items()
-        if k.startswith(prefix) and not model.is_head(k[len(prefix) :])
-    }
+    state = {k: v for k, v in model_state(checkpoint).items() if not model.is_head(k)}
     if not state:
         raise ConfigError(f"task.backbone: '{path}' holds no model tensors; is it a jettag checkpoint?")
     stored_model = str((config.get("model") or {}).get("_target_", "")).rsplit(".", 1)[-1]
@@ -155,16 +160,18 @@ def load_backbone(model: nn.Module, source: str | Path, feature_names: Sequence 
     for key, tensor in state.items():
         if key not in target:
             raise ConfigError(
-                f"task.backbone: '{path}' has the tensor '{key}' that this model lacks{hint}{advice}"
+                f"task.backbone: '{path}' has the tensor '{key}' that this model lacks{hint}{_fc_hint(key, config)}{advice}"
             )
         if target[key].shape != tensor.shape:
             raise ConfigError(
                 f"task.backbone: '{path}' has '{key}' of shape {tuple(tensor.shape)} where the model needs "
-                f"{tuple(target[key].shape)}{hint}{advice}"
+                f"{tuple(target[key].shape)}{hint}{_fc_hint(key, config)}{advice}"
             )
     missing = [k for k in target if not model.is_head(k) and k not in state]
     if missing:
-        raise ConfigError(f"task.backbone: '{path}' lacks the tensor '{missing[0]}'{hint}{advice}")
+        raise ConfigError(
+            f"task.backbone: '{path}' lacks the tensor '{missing[0]}'{hint}{_fc_hint(missing[0], config)}{advice}"
+        )
     model.load_state_dict(state, strict=False)
     return list(state)
 

@@ -51,10 +51,11 @@ class ParticleTransformer(JetTagger):
 
     The defaults are the reference configuration (2.14M parameters for 17 inputs, 10 classes),
     that of the published models: `pair_final_activation=True` is weaver's
-    `use_pre_activation_pair=False`. `head_layers` adds hidden layers to the classifier head, as
-    weaver's `fc_params`: [(width, dropout[, "relu" | "gelu"]), ...]. Weights are initialised as
-    weaver initialises ParT (xavier-uniform Linear layers, with q, k, v treated separately, and
-    the output layers of block l scaled by 1/sqrt(2 l)). `path`: how the work is done (`jettag.models.part.path`);
+    `use_pre_activation_pair=False`, and no `fc_params` (the head is one Linear). `fc_params`
+    adds hidden layers between the normalized class token and the head, as weaver's
+    `fc_params` (see `jettag.models.base`). Weights are initialised as weaver initialises ParT
+    (xavier-uniform Linear layers, with q, k, v treated separately, and the output layers of
+    block l scaled by 1/sqrt(2 l)). `path`: how the work is done (`jettag.models.part.path`);
     it does not change the scores.
     """
 
@@ -73,7 +74,7 @@ class ParticleTransformer(JetTagger):
         activation_dropout: float = 0.1,
         use_interaction: bool = True,
         pair_final_activation: bool = True,
-        head_layers: Sequence[Sequence] = (),
+        fc_params: Sequence[Sequence] = (),
         path: str = "auto",
     ):
         super().__init__()
@@ -81,10 +82,8 @@ class ParticleTransformer(JetTagger):
         dim = embed_dims[-1]
         if dim % num_heads:
             raise ValueError(f"the embedding width {dim} is not divisible by num_heads={num_heads}")
-        self.dim = dim
+        self.embed_dim = dim  # of the particle tokens and the class token
         self.num_heads = num_heads
-        self.num_classes = num_classes
-        self.head_layers = [tuple(layer) for layer in head_layers]
         self.embed = Embed(input_dim, embed_dims)
         self.pair_embed = (
             PairEmbed(pair_embed_dims, num_heads, final_activation=pair_final_activation)
@@ -100,7 +99,7 @@ class ParticleTransformer(JetTagger):
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.norm = nn.LayerNorm(dim)
-        self.head = _head(dim, num_classes, self.head_layers)
+        self.build_head(dim, num_classes, fc_params)
         self.path = path
         self._init_weights()
 
@@ -134,11 +133,11 @@ class ParticleTransformer(JetTagger):
         return h, [self._autocast(m) for m in masks]
 
     def forward_features(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The backbone: (B, N, C), (B, N, 4), (B, N) -> (B, D) normalized class token."""
+        """The backbone: (B, N, C), (B, N, 4), (B, N) -> (B, dim), the normalized class token through `fc`."""
         mask = mask.bool()
         path = resolve(self.path, x.device)
         if path is ExecutionPath.DENSE and not self.training:
-            return self._forward_dense(x, v, mask, path)
+            return self.fc(self._forward_dense(x, v, mask, path))
         # Training works on packed tokens: the backward pass, the heavier part, then skips all padding.
         # Inference runs each bucket padded through the blocks unless that pads much (random batches).
         layout = Layout(x, v, mask, packed=True if self.training else None)
@@ -161,7 +160,7 @@ class ParticleTransformer(JetTagger):
                     cls_k = block(cls_k, h_k, cls_masks[k : k + 1], path)
                 parts.append(cls_k)
             cls = torch.cat(parts)
-        return self.norm(layout.jets_back(cls.squeeze(1)))
+        return self.fc(self.norm(layout.jets_back(cls.squeeze(1))))
 
     def forward_tokens(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-particle embeddings after the particle-attention blocks: (B, N, C), (B, N, 4), (B, N) -> (B, N, D),
@@ -202,7 +201,7 @@ class ParticleTransformer(JetTagger):
 
     def layer_groups(self) -> list[tuple[str, ...]]:
         """Embeddings (particle and pair), each particle block, class token with the first class
-        block, each further class block, the final norm on top."""
+        block, each further class block, the final norm, each hidden FC layer on top."""
         cls_blocks = [f"cls_blocks.{i}" for i in range(len(self.cls_blocks))]
         return [
             ("embed", "pair_embed"),
@@ -210,28 +209,13 @@ class ParticleTransformer(JetTagger):
             ("cls_token", *cls_blocks[:1]),
             *((name,) for name in cls_blocks[1:]),
             ("norm",),
+            *self._items("fc"),
         ]
 
     def reset_head(self, num_classes: int) -> None:
-        """A new, freshly initialised head (hidden layers included) for `num_classes`."""
-        device = self.cls_token.device
-        self.num_classes = num_classes
-        self.head = _head(self.dim, num_classes, self.head_layers).to(device)
-        for module in self.head.modules():
-            if isinstance(module, nn.Linear):
-                _init_linear(module)
-
-
-def _head(dim: int, num_classes: int, layers: Sequence[Sequence]) -> nn.Module:
-    """A Linear, or weaver's `fc_params` MLP: (Linear, activation, Dropout) per (width, dropout[, activation])."""
-    if not layers:
-        return nn.Linear(dim, num_classes)
-    modules: list[nn.Module] = []
-    for width, drop, *act in layers:
-        activation = nn.GELU() if (act or ["relu"])[0] == "gelu" else nn.ReLU()
-        modules.append(nn.Sequential(nn.Linear(dim, width), activation, nn.Dropout(drop)))
-        dim = width
-    return nn.Sequential(*modules, nn.Linear(dim, num_classes))
+        """A new final Linear for `num_classes`, initialised as weaver initialises ParT's."""
+        super().reset_head(num_classes)
+        _init_linear(self.head)
 
 
 def _init_linear(linear: nn.Linear, qkv: bool = False) -> None:
