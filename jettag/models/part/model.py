@@ -142,25 +142,8 @@ class ParticleTransformer(JetTagger):
         # Inference runs each bucket padded through the blocks unless that pads much (random batches).
         layout = Layout(x, v, mask, packed=True if self.training else None)
         h, masks = self._embedded(layout, path)
-        # (b, 1, 1, 1 + n): the class token is always a key
-        cls_masks = layout.bucket_masks(h.dtype, class_token=True)
-        cls = self.cls_token.expand(len(layout.counts), -1, -1)
-        if layout.packed:  # the token-wise layers work on the real particles, attention pads them per bucket
-            for block in self.blocks:
-                h = block(h, masks, path, layout.packing)
-            for block in self.cls_blocks:
-                cls = block(cls, h, cls_masks, path, layout.packing)
-        else:  # each bucket goes through the blocks padded, without repacking in every block
-            parts = []
-            for k, bucket in enumerate(layout.buckets):
-                h_k, cls_k = layout.packing.pad(h, k), cls[bucket.start : bucket.stop]
-                for block in self.blocks:
-                    h_k = block(h_k, masks[k : k + 1], path)
-                for block in self.cls_blocks:
-                    cls_k = block(cls_k, h_k, cls_masks[k : k + 1], path)
-                parts.append(cls_k)
-            cls = torch.cat(parts)
-        return self.fc(self.norm(layout.jets_back(cls.squeeze(1))))
+        cls = self._through_blocks(layout, h, masks, path)  # (B, D), jets in the layout's order
+        return self.fc(self.norm(layout.jets_back(cls)))
 
     def forward_tokens(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-particle embeddings after the particle-attention blocks: (B, N, C), (B, N, 4), (B, N) -> (B, N, D),
@@ -172,6 +155,29 @@ class ParticleTransformer(JetTagger):
         for block in self.blocks:
             h = block(h, masks, path, layout.packing)
         return layout.tokens_back(h, mask)
+
+    def _through_blocks(
+        self, layout: Layout, h: torch.Tensor, masks: list[torch.Tensor], path: ExecutionPath
+    ) -> torch.Tensor:
+        """The particle blocks, then the class blocks: embeddings (T, D) -> class token (B, D)."""
+        # (b, 1, 1, 1 + n): the class token is always a key
+        cls_masks = layout.bucket_masks(h.dtype, class_token=True)
+        cls = self.cls_token.expand(len(layout.counts), -1, -1)
+        if layout.packed:  # the token-wise layers work on the real particles, attention pads them per bucket
+            for block in self.blocks:
+                h = block(h, masks, path, layout.packing)
+            for block in self.cls_blocks:
+                cls = block(cls, h, cls_masks, path, layout.packing)
+            return cls.squeeze(1)
+        parts = []  # each bucket goes through the blocks padded, without repacking in every block
+        for k, bucket in enumerate(layout.buckets):
+            h_k, cls_k = layout.packing.pad(h, k), cls[bucket.start : bucket.stop]
+            for block in self.blocks:
+                h_k = block(h_k, masks[k : k + 1], path)
+            for block in self.cls_blocks:
+                cls_k = block(cls_k, h_k, cls_masks[k : k + 1], path)
+            parts.append(cls_k)
+        return torch.cat(parts).squeeze(1)
 
     def _forward_dense(
         self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, path: ExecutionPath
