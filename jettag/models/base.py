@@ -67,7 +67,7 @@ class JetTagger(nn.Module):
     head_modules: tuple[str, ...] = ("head",)
 
     def build_head(self, dim: int, num_classes: int, fc_params: Sequence[Sequence] = ()) -> None:
-        """The hidden layers `fc` of `fc_params` (backbone) on `dim` pooled features, then the final Linear `head`."""
+        """`fc`, the hidden layers of `fc_params` (backbone) on `dim` pooled features; `head`, the final Linear."""
         self.fc, self.dim = fc_layers(dim, fc_params)
         self.num_classes = num_classes
         self.head = nn.Linear(self.dim, num_classes)

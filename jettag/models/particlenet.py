@@ -149,8 +149,9 @@ class EdgeConv(nn.Module):
 
 class ParticleNet(JetTagger):
     """ParticleNet. `conv_params`: (k, MLP widths) per EdgeConv block; `fc_params`: the hidden FC layers
-    between the pooled features and the final Linear (`jettag.models.base`); `neighbours` and `points`: see the module docstring; `feature_names`: the input columns (given by
-    jettag's model builder), to find the `points` among them."""
+    between the pooled features and the final Linear (`jettag.models.base`); `neighbours` and `points`:
+    see the module docstring; `feature_names`: the input columns (given by jettag's model builder), to
+    find the `points` among them."""
 
     def __init__(
         self,

@@ -150,7 +150,7 @@ class Layout:
         self.packing = Packing(self.counts, buckets, self.mask.device)
 
     def bucket_masks(self, dtype: torch.dtype, class_token: bool = False) -> list[torch.Tensor]:
-        """The additive padding mask (b, 1, 1, n) of each bucket; with the class token as first key (b, 1, 1, 1 + n)."""
+        """The additive padding mask (b, 1, 1, n) of each bucket; with the class token, (b, 1, 1, 1 + n)."""
         masks = []
         for k in self.buckets:
             mask = self.mask[k.start : k.stop, : k.length]

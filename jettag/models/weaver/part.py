@@ -8,7 +8,7 @@
     blocks.<i>.w_resid                blocks.<i>.resid_scale
     blocks.<i>.<other>                blocks.<i>.<other>       (same for cls_blocks)
     cls_token, norm.*                 cls_token, norm.*
-    fc.<k>.0.*                        fc.<3 k>.*               (hidden layer k of fc_params: Linear, activation, Dropout)
+    fc.<k>.0.*                        fc.<3 k>.*               (hidden layer k of fc_params: Linear, act., Dropout)
     fc.<K>.*                          head.*                   (K hidden layers; fc.0.* with fc_params=[])
 
 weaver versions that used `nn.MultiheadAttention` saved the packed projection as
@@ -82,8 +82,8 @@ def model_config(state: Mapping[str, torch.Tensor]) -> dict:
     """The jettag model config of the ParticleTransformer a (prefix-free) weaver state dict holds.
 
     Read from the tensor shapes: input size, widths, depths, heads (the pair embedding's last width),
-    the hidden FC layers (`fc_params`, ReLU). What shapes cannot tell takes the published models' value: the pair
-    embedding's last GELU (`use_pre_activation_pair=False`), and 8 heads without a pair embedding.
+    the hidden FC layers (`fc_params`, ReLU). What shapes cannot tell takes the published models' value:
+    the pair embedding's last GELU (`use_pre_activation_pair=False`), and 8 heads without a pair embedding.
     Dropout rates do not matter for scoring.
     """
     embed = [state[f"embed.embed.{i}.weight"].shape[0] for i in layer_indices(state, "embed.embed")
