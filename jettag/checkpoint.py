@@ -4,11 +4,13 @@ A jettag checkpoint is Lightning's file plus, under the key `jettag`, the run re
 resolved run configuration (with the feature set as fitted on the training data), the class names, the
 background class, and what a task adds (a pretraining objective). It is written here (`RunRecord.write`,
 called by the tasks' `on_save_checkpoint`) and read here (`RunRecord.read`), by evaluation, prediction,
-export and fine-tuning alike; `as_written` fills in the settings of earlier jettag versions.
+export and fine-tuning alike. `as_written` and `model_state` read the run config and the model tensors of
+earlier jettag versions in today's terms.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,19 +85,44 @@ class RunRecord:
 
 
 def as_written(config: Mapping) -> dict:
-    """A run config with the settings its jettag version used where later versions changed a default.
+    """A stored run config in today's terms, with the settings its jettag version used where later
+    versions changed a default:
 
-    ParticleNet before the published neighbour rule (configs without `neighbours`): only real particles
-    were neighbours, and the first block's coordinates came from the four-vectors.
+    - ParticleNet before the published neighbour rule (configs without `neighbours`): only real particles
+      were neighbours, and the first block's coordinates came from the four-vectors;
+    - ParT's `head_layers` is `fc_params`, the name every model gives its hidden FC layers.
     """
     config = dict(config)
     model = dict(config.get("model") or {})
     if str(model.get("_target_", "")).endswith("ParticleNet") and "neighbours" not in model:
-        config["model"] = {**model, "neighbours": "real", "points": None}
+        config["model"] = model = {**model, "neighbours": "real", "points": None}
+    if "head_layers" in model:
+        model["fc_params"] = model.pop("head_layers")
+        config["model"] = model
     return config
 
 
-def model_state(checkpoint: Mapping) -> dict:
-    """The model's tensors of a jettag checkpoint (Lightning's `model.*` keys, prefix removed)."""
+# ParT's MLP head before its hidden layers became `fc` (issue 14): head.<k>.0.* per hidden layer k, head.<K>.*
+_OLD_HEAD = re.compile(r"head\.(\d+)\.(.+)")
+
+
+def model_state(checkpoint: Mapping) -> dict[str, torch.Tensor]:
+    """The model's tensors of a jettag checkpoint (`model.*` of Lightning's state dict, the prefix removed),
+    named as today's models name them: ParT's `head.<k>.0.*` (hidden layer k) and `head.<K>.*` (the final
+    Linear) of earlier versions are `fc.<3 k>.*` and `head.*`."""
     prefix = "model."
-    return {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    old = [match for match in map(_OLD_HEAD.fullmatch, state) if match]
+    if not old:
+        return state
+    last = max(int(match[1]) for match in old)
+    renamed = {}
+    for key, tensor in state.items():
+        match = _OLD_HEAD.fullmatch(key)
+        if match is None:
+            renamed[key] = tensor
+        elif int(match[1]) == last:
+            renamed[f"head.{match[2]}"] = tensor
+        else:  # (Linear, activation, Dropout) of a hidden layer: its Linear is item 3 k of `fc`
+            renamed[f"fc.{3 * int(match[1])}.{match[2].removeprefix('0.')}"] = tensor
+    return renamed

@@ -12,9 +12,9 @@ non-zero value counts as a real particle. Every model takes all three inputs, us
 C++ producer serves them all.
 
 ParT's pair embedding picks the real particle pairs with `nonzero`, a data-dependent size that
-`torch.export` cannot trace with dynamic shapes; `jettag.models.part.PairEmbed` has a dense path for
-export (all N x N pairs, same scores), which the export switches on (`dense = True`) in a copy of
-the model. Every export is checked against the unmodified PyTorch model with ONNX Runtime.
+`torch.export` cannot trace with dynamic shapes; ParT has a static-shape execution path for export
+(all N x N pairs, same scores), which the export chooses (`path = "dense"`, see
+`jettag.models.part.path`) in a copy of the model. Every export is checked against the unmodified PyTorch model with ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from torch import nn
 from jettag.errors import ConfigError
 from jettag.inference import TrainedModel
 from jettag.models.base import class_scores
+from jettag.models.part import ExecutionPath, ParticleTransformer
 
 TOLERANCE = 1e-4  # largest accepted |ONNX Runtime - PyTorch| on a score
 
@@ -63,11 +64,11 @@ class ScoresModel(nn.Module):
 
 
 def export_friendly(model: nn.Module) -> nn.Module:
-    """A float32 CPU copy of `model` in eval mode, with static-shape paths switched on (ParT's `PairEmbed.dense`)."""
+    """A float32 CPU copy of `model` in eval mode, on its static-shape execution path (ParT's "dense")."""
     model = copy.deepcopy(model).cpu().float().eval()
     for module in model.modules():
-        if isinstance(getattr(module, "dense", None), bool):
-            module.dense = True
+        if isinstance(module, ParticleTransformer):
+            module.path = ExecutionPath.DENSE
     return model
 
 

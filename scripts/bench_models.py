@@ -2,10 +2,12 @@
 
     jettag-generate -n 300 -o /tmp/bench.root
     python scripts/bench_models.py --files /tmp/bench.root [--features kinpid] [--reps 5] [--device cpu]
+                                   [--path auto|cpu_kernels|generic]
 
 Both models have the reference size (embed 128/512/128, pair 64/64/64, 8 heads, 8 + 2 blocks) and
 identical weights: weaver's model (batch-norm statistics taken from the jets) is loaded into
-jettag's with `load_weaver_weights`. Each is fed the way its own framework feeds it:
+jettag's with `load_weaver_weights`. jettag's model runs on its execution path `--path` (`model.path`;
+auto: cpu_kernels on a CPU, generic on a GPU). Each is fed the way its own framework feeds it:
 
 - jettag as its DataModule does: batches padded only to their longest jet, evaluation batches
   grouped by multiplicity, training batches drawn at random (data.group_by_length=false);
@@ -46,6 +48,7 @@ from jettag.data import JetBatch
 from jettag.data.datamodule import JetDataModule
 from jettag.features.sets import FeatureSet
 from jettag.models import ParticleTransformer, load_weaver_weights
+from jettag.models.part import ExecutionPath
 from jettag.models.weaver import REFERENCE_WEAVER_KWARGS
 from jettag.paths import config_dir, sample_path
 
@@ -70,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--train-steps", type=int, default=4, help="training steps per repetition (default: 4)"
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--path", default="auto", choices=[p.value for p in ExecutionPath],
+                        help="jettag's execution path, model.path (default: auto)")  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-bf16", action="store_true", help="leave out the bf16 autocast row")
     parser.add_argument("--no-memory", action="store_true", help="leave out the peak-memory rows")
@@ -111,7 +116,7 @@ def padded_for_weaver(batch: JetBatch, device) -> tuple[torch.Tensor, ...]:
     return x.to(device), v.to(device), mask.to(device)
 
 
-def build_models(num_features: int, num_classes: int, calibration: dict | None, device):
+def build_models(num_features: int, num_classes: int, calibration: dict | None, device, path: str = "auto"):
     """weaver-core's ParT and jettag's with the same weights; batch-norm statistics from `calibration`."""
     try:
         from weaver.nn.model.ParticleTransformer import ParticleTransformer as WeaverParT
@@ -132,7 +137,7 @@ def build_models(num_features: int, num_classes: int, calibration: dict | None, 
         for module in weaver.modules():
             if isinstance(module, torch.nn.BatchNorm1d):
                 module.momentum = 0.1
-    jettag = ParticleTransformer(num_features, num_classes)
+    jettag = ParticleTransformer(num_features, num_classes, path=path)
     load_weaver_weights(jettag, weaver.state_dict())
     return jettag.to(device), weaver.to(device)
 
@@ -193,7 +198,8 @@ def memory_probe(args) -> None:
     dm, num_features = load_jets(args)
     device = torch.device(args.device)
     grouped, in_file_order, train = make_batches(dm, args.batch_size)
-    jettag, weaver = build_models(num_features, dm.num_classes, None, device)  # weights do not change memory
+    # weights do not change memory
+    jettag, weaver = build_models(num_features, dm.num_classes, None, device, args.path)
     train = train[: args.train_steps]
     model, run = (jettag, run_jettag) if name == "jettag" else (weaver, run_weaver)
     test = grouped if name == "jettag" else in_file_order
@@ -233,7 +239,7 @@ def main(argv=None) -> None:
     dm, num_features = load_jets(args)
     test, weaver_test, train_batches = make_batches(dm, args.batch_size)
     steps = args.train_steps
-    jettag, weaver = build_models(num_features, dm.num_classes, train_batches[0], device)
+    jettag, weaver = build_models(num_features, dm.num_classes, train_batches[0], device, args.path)
     n_jets = sum(len(b) for b in test)
 
     # agreement in eval mode on identical batches, after weaver's trimmer warm-up (5 calls)
@@ -335,7 +341,8 @@ def main(argv=None) -> None:
     print(f"\n{n_jets} jets from {', '.join(args.files)}; {args.features} features ({num_features}), "
           f"batch {args.batch_size}, <= {MAX_PARTICLES} particles, mean {real:.1f} per jet")  # fmt: skip
     load = f", load average {os.getloadavg()[0]:.1f} at the end" if device.type == "cpu" else ""
-    print(f"device {device} ({torch.get_num_threads()} threads{load}), torch {torch.__version__}; "
+    print(f"device {device} ({torch.get_num_threads()} threads{load}), torch {torch.__version__}, "
+          f"jettag path {args.path}; "
           f"{args.reps} interleaved repetitions, {steps} training steps each; medians")  # fmt: skip
     print(
         f"jettag is fed as its DataModule feeds it: padded to the longest jet of each batch (mean "

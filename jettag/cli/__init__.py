@@ -10,10 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-import hydra
-from omegaconf import OmegaConf
-from omegaconf.errors import MissingMandatoryValue
-
+from jettag.cli.errors import exit_with_error
 from jettag.errors import JetTagError
 from jettag.paths import config_dir, sample_path
 
@@ -48,6 +45,8 @@ def quiet_libraries() -> None:
 
 
 def register_resolvers() -> None:
+    from omegaconf import OmegaConf  # here, not at the top: jettag-generate and jettag-convert need no Hydra
+
     if not OmegaConf.has_resolver("jettag.sample"):
         OmegaConf.register_new_resolver("jettag.sample", lambda name: str(sample_path(name)))
     if not OmegaConf.has_resolver("jettag.eval_dir"):
@@ -98,6 +97,9 @@ def renamed_key_error(prog: str, args: list[str]) -> str | None:
 
 def hydra_app(config_name: str, prog: str):
     """A Hydra entry point on jettag's configs that reports user errors in one sentence (exit 2)."""
+    import hydra
+    from omegaconf.errors import MissingMandatoryValue
+
     register_resolvers()
     quiet_libraries()
 
@@ -108,12 +110,11 @@ def hydra_app(config_name: str, prog: str):
             try:
                 return task(cfg)
             except JetTagError as err:
-                print(f"{prog}: error: {err}", file=sys.stderr)
-                sys.exit(2)
+                exit_with_error(prog, err)
             except MissingMandatoryValue as err:
-                print(f"{prog}: error: {err.full_key} is not set; pass {err.full_key}=... on the command line.",
-                      file=sys.stderr)  # fmt: skip
-                sys.exit(2)
+                exit_with_error(
+                    prog, f"{err.full_key} is not set; pass {err.full_key}=... on the command line."
+                )
 
         @functools.wraps(task)
         def entry(cfg=None):

@@ -19,9 +19,10 @@ from pathlib import Path
 import awkward as ak
 from tqdm.auto import tqdm
 
+from jettag.cli.errors import report_user_errors
 from jettag.data.reader import JetFile
 from jettag.data.toptagging import TOP_HDF5_BRANCHES
-from jettag.errors import ConfigError, DataError, report_user_errors
+from jettag.errors import ConfigError, DataError
 
 FORMATS = {".parquet": "parquet", ".root": "root"}
 

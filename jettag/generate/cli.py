@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jettag.errors import ConfigError, report_user_errors
+from jettag.cli.errors import report_user_errors
+from jettag.errors import ConfigError
 from jettag.generate.driver import DEFAULT_BLOCK_SIZE, GeneratedJets, generate_jets
 from jettag.generate.processes import GENERATED_CLASSES, resolve_classes
 from jettag.generate.writer import COMPRESSIONS, check_output_path, write_jetclass_root

@@ -10,14 +10,26 @@ stacked; `JetTagger` declares that:
 - `layer_groups()`: the backbone's parameter-name prefixes, grouped by layer and ordered from the
   input upwards (a prefix `blocks.0` covers `blocks.0.*`);
 - `layer_depths()`: {backbone parameter name: index of its group}, derived from `layer_groups()`.
+
+`fc_params` means the same in every model that takes it (ParT, ParticleNet, P-CNN), as in weaver-core:
+[width, dropout] (or [width, dropout, "relu" | "gelu"], ReLU by default) per hidden layer between the
+pooled backbone features and the final Linear. `build_head` makes them: `fc`, the hidden layers
+(Linear, activation, Dropout per entry), and `head`, the final Linear. The hidden layers belong to the
+BACKBONE: `forward_features` ends with them, a backbone loaded for fine-tuning brings them along, and
+`reset_head` replaces only the final Linear. That is how weaver-core's published fine-tuning of
+ParticleNet treats its FC 256 layer (it replaces only the last Linear), and for the published ParT
+(`fc_params=[]`) the head is the one Linear either way. PFN has no `fc_params`: its network F is part
+of the deep set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
 def class_scores(logits: torch.Tensor) -> torch.Tensor:
@@ -35,15 +47,36 @@ def covers(prefix: str, name: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
+def fc_layers(dim: int, fc_params: Sequence[Sequence]) -> tuple[nn.Sequential, int]:
+    """The hidden layers of `fc_params` on `dim` inputs: (Linear, activation, Dropout) per entry, flat
+    (Linear k at index 3 k); and their output width (`dim` without any)."""
+    layers: list[nn.Module] = []
+    for entry in fc_params:
+        if len(entry) not in (2, 3) or (len(entry) == 3 and entry[2] not in ACTIVATIONS):
+            raise ValueError(
+                f"fc_params entry {list(entry)}: use [width, dropout] or [width, dropout, relu|gelu]."
+            )
+        width, dropout, name = (*entry, "relu")[:3]
+        layers += [nn.Linear(dim, int(width)), ACTIVATIONS[name](), nn.Dropout(float(dropout))]
+        dim = int(width)
+    return nn.Sequential(*layers), dim
+
+
 class JetTagger(nn.Module):
     """Base class of jettag's models: (x, v, mask) -> logits = forward_head(forward_features(x, v, mask)).
 
-    A subclass builds `self.head` (and sets `self.num_classes`, and `self.dim`, the width of the
-    features the head reads, which the default `reset_head` uses) and implements `forward_features`.
-    It overrides `layer_groups` where the default (below) does not say how its layers are stacked.
+    A subclass calls `build_head` (which sets `fc`, `head`, `num_classes` and `dim`, the width of the
+    features the head reads) and implements `forward_features`, ending it with `self.fc`. It
+    overrides `layer_groups` where the default (below) does not say how its layers are stacked.
     """
 
     head_modules: tuple[str, ...] = ("head",)
+
+    def build_head(self, dim: int, num_classes: int, fc_params: Sequence[Sequence] = ()) -> None:
+        """`fc`, the hidden layers of `fc_params` (backbone) on `dim` pooled features; `head`, the final Linear."""
+        self.fc, self.dim = fc_layers(dim, fc_params)
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.dim, num_classes)
 
     def forward_features(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The backbone: (B, N, C), (B, N, 4), (B, N) -> (B, D)."""
@@ -57,7 +90,7 @@ class JetTagger(nn.Module):
         return self.forward_head(self.forward_features(x, v, mask))
 
     def reset_head(self, num_classes: int) -> None:
-        """A new, freshly initialised linear head for `num_classes`, on the model's device."""
+        """A new, freshly initialised final Linear for `num_classes`, on the model's device (`fc` stays)."""
         device = next(self.parameters()).device
         self.num_classes = num_classes
         self.head = nn.Linear(self.dim, num_classes).to(device)

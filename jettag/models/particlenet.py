@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jettag.models.base import JetTagger
-from jettag.models.part import MaskedBatchNorm1d, masked_batch_norm
+from jettag.models.layers import MaskedBatchNorm1d, masked_batch_norm
 
 
 def angular_distances(v: torch.Tensor) -> torch.Tensor:
@@ -148,9 +148,10 @@ class EdgeConv(nn.Module):
 
 
 class ParticleNet(JetTagger):
-    """ParticleNet. `conv_params`: (k, MLP widths) per EdgeConv block; `fc_params`: (width, dropout);
-    `neighbours` and `points`: see the module docstring; `feature_names`: the input columns (given by
-    jettag's model builder), to find the `points` among them."""
+    """ParticleNet. `conv_params`: (k, MLP widths) per EdgeConv block; `fc_params`: the hidden FC layers
+    between the pooled features and the final Linear (`jettag.models.base`); `neighbours` and `points`:
+    see the module docstring; `feature_names`: the input columns (given by jettag's model builder), to
+    find the `points` among them."""
 
     def __init__(
         self,
@@ -161,7 +162,7 @@ class ParticleNet(JetTagger):
             (16, (128, 128, 128)),
             (16, (256, 256, 256)),
         ),
-        fc_params: Sequence[tuple[int, float]] = ((256, 0.1),),
+        fc_params: Sequence[Sequence] = ((256, 0.1),),
         use_fusion: bool = False,
         neighbours: str = "reference",
         points: Sequence[str] | None = ("part_deta", "part_dphi"),
@@ -187,14 +188,7 @@ class ParticleNet(JetTagger):
             dim = min(max(fused // 128 * 128, 128), 1024)  # weaver-core's width rule: 448 -> 384
             self.fusion = nn.Linear(fused, dim, bias=False)
             self.fusion_norm = MaskedBatchNorm1d(dim)
-        layers: list[nn.Module] = []
-        for width, dropout in fc_params:
-            layers += [nn.Linear(dim, width), nn.ReLU(), nn.Dropout(dropout)]
-            dim = width
-        self.fc = nn.Sequential(*layers)
-        self.dim = dim
-        self.num_classes = num_classes
-        self.head = nn.Linear(dim, num_classes)
+        self.build_head(dim, num_classes, fc_params)
 
     def forward_features(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The backbone: (B, N, C), (B, N, 4), (B, N) -> (B, D) output of the hidden FC layers."""

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jettag.models.base import JetTagger
-from jettag.models.part import MaskedBatchNorm1d, masked_batch_norm
+from jettag.models.layers import MaskedBatchNorm1d, masked_batch_norm
 
 
 class ConvNorm(nn.Module):
@@ -69,7 +69,7 @@ class ParticleCNN(JetTagger):
         input_dim: int,
         num_classes: int,
         conv_params: Sequence[Sequence[int]] = ((32,), (64, 64), (64, 64), (128, 128)),
-        fc_params: Sequence[tuple[int, float]] = ((512, 0.2),),
+        fc_params: Sequence[Sequence] = ((512, 0.2),),
     ):
         super().__init__()
         (stem_dim,), *stages = conv_params
@@ -81,14 +81,7 @@ class ParticleCNN(JetTagger):
             for j, width in enumerate(stage):
                 self.units.append(ResNetUnit(dim, width, stride=2 if i > 0 and j == 0 else 1))
                 dim = width
-        layers: list[nn.Module] = []
-        for width, dropout in fc_params:
-            layers += [nn.Linear(dim, width), nn.ReLU(), nn.Dropout(dropout)]
-            dim = width
-        self.fc = nn.Sequential(*layers)
-        self.dim = dim
-        self.num_classes = num_classes
-        self.head = nn.Linear(dim, num_classes)
+        self.build_head(dim, num_classes, fc_params)
 
     def forward_features(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The backbone: (B, N, C), (B, N, 4), (B, N) -> (B, D) output of the hidden FC layers."""

@@ -37,11 +37,9 @@ class ParticleFlowNetwork(JetTagger):
         super().__init__()
         self.phi = mlp(input_dim, phi_dims)
         self.f = mlp(phi_dims[-1], f_dims)
-        self.dim = f_dims[-1]
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.dim, num_classes)
+        self.build_head(f_dims[-1], num_classes)  # no hidden layers: F is the deep set's own network
 
     def forward_features(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The backbone: (B, N, C), (B, N, 4), (B, N) -> (B, D) output of F's hidden layers."""
         latent = self.phi(x).masked_fill(~mask.bool()[..., None], 0)  # (B, N, L); Phi(0) != 0, so mask
-        return self.f(latent.sum(1))  # (B, L) -> (B, D)
+        return self.fc(self.f(latent.sum(1)))  # (B, L) -> (B, D); `fc` is empty

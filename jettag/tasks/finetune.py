@@ -11,7 +11,8 @@ comes from
 
 A jettag checkpoint also stores its run's particle features: they must be this run's, in the same
 order, or the run stops naming the difference (weaver files store none; use the published order).
-The head is replaced by a freshly initialised one for the new classes.
+The head (the final Linear) is replaced by a freshly initialised one for the new classes; hidden FC
+layers (`fc_params`) belong to the backbone and load with it (`jettag.models.base`).
 
 Learning rates. The head, and the modules listed in `head_lr_modules` (e.g. the class attention of a
 backbone from masked particle modelling, which never trained it), train at lr x `head_lr_factor`;
@@ -105,6 +106,15 @@ def check_features(path: Path, stored: Sequence | None, run: Sequence | None) ->
     )
 
 
+def _fc_hint(key: str, record: RunRecord) -> str:
+    """For a tensor of the hidden FC layers: they come with the backbone (`jettag.models.base`)."""
+    if not covers("fc", key):
+        return ""
+    stored = record.section("model").get("fc_params")
+    there = f" ({stored} there)" if stored is not None else ""
+    return f"; hidden FC layers belong to the backbone, so model.fc_params must be the backbone's{there}"
+
+
 def load_backbone(model: nn.Module, source: str | Path, feature_names: Sequence | None = None) -> list[str]:
     """Load every tensor but the head (the model's `head_modules`) from `source`; returns the keys loaded.
 
@@ -146,16 +156,18 @@ def load_backbone(model: nn.Module, source: str | Path, feature_names: Sequence 
     for key, tensor in state.items():
         if key not in target:
             raise ConfigError(
-                f"task.backbone: '{path}' has the tensor '{key}' that this model lacks{hint}{advice}"
+                f"task.backbone: '{path}' has the tensor '{key}' that this model lacks{hint}{_fc_hint(key, record)}{advice}"
             )
         if target[key].shape != tensor.shape:
             raise ConfigError(
                 f"task.backbone: '{path}' has '{key}' of shape {tuple(tensor.shape)} where the model needs "
-                f"{tuple(target[key].shape)}{hint}{advice}"
+                f"{tuple(target[key].shape)}{hint}{_fc_hint(key, record)}{advice}"
             )
     missing = [k for k in target if not model.is_head(k) and k not in state]
     if missing:
-        raise ConfigError(f"task.backbone: '{path}' lacks the tensor '{missing[0]}'{hint}{advice}")
+        raise ConfigError(
+            f"task.backbone: '{path}' lacks the tensor '{missing[0]}'{hint}{_fc_hint(missing[0], record)}{advice}"
+        )
     model.load_state_dict(state, strict=False)
     return list(state)
 

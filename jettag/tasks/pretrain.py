@@ -116,7 +116,7 @@ class MaskedParticlePretrainer(L.LightningModule):
         self.run_config: dict | None = None
         self.register_buffer("hidden", torch.tensor(hidden, dtype=torch.long), persistent=False)
         self.mask_value = nn.Parameter(torch.zeros(len(names)))
-        dim = model.dim
+        dim = model.embed_dim  # of the tokens
         self.decoder = nn.Sequential(
             nn.LayerNorm(dim), nn.Linear(dim, decoder_width), nn.GELU(), nn.Linear(decoder_width, len(hidden))
         )

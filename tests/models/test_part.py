@@ -6,9 +6,12 @@ import itertools
 import pytest
 import torch
 
-from jettag.models import ParticleTransformer, part
-from jettag.models.part import plan_buckets
+from jettag.errors import ConfigError
+from jettag.models import ParticleTransformer
+from jettag.models.part import ExecutionPath, PairEmbed, kernels, packing, plan_buckets
+from jettag.models.part.path import resolve
 
+CPU = ExecutionPath.CPU_KERNELS
 SMALL = dict(embed_dims=(32, 64, 32), pair_embed_dims=(16, 16), num_heads=4, num_layers=2, num_cls_layers=1)
 
 
@@ -138,14 +141,14 @@ def test_buckets_and_packing_do_not_change_scores(interaction, monkeypatch):
         batch = model(x, v, mask)
         alone = torch.cat([model(x[i : i + 1, :n], v[i : i + 1, :n], mask[i : i + 1, :n])
                            for i, n in enumerate(mask.sum(1).tolist())])  # fmt: skip
-        model.dense = True  # static shapes: the padded batch as given
+        model.path = "dense"  # static shapes: the padded batch as given
         dense = model(x, v, mask)
-        model.dense = False
+        model.path = "auto"
     torch.testing.assert_close(batch, alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(batch, dense, atol=1e-5, rtol=1e-5)
     # inference on packed tokens (chosen when the padded buckets would pad much) and on padded buckets
     for threshold in (0.0, 1e9):
-        monkeypatch.setattr(part, "PACK_ABOVE", threshold)
+        monkeypatch.setattr(packing, "PACK_ABOVE", threshold)
         with torch.no_grad():
             torch.testing.assert_close(model(x, v, mask), batch, atol=1e-5, rtol=1e-5)
     # training: packed tokens in buckets, batch statistics over real particles and pairs only
@@ -153,14 +156,14 @@ def test_buckets_and_packing_do_not_change_scores(interaction, monkeypatch):
     torch.testing.assert_close(model(x, v, mask), model(*pad(x, v, mask, 160)), atol=1e-5, rtol=1e-5)
 
 
-def test_generic_code_path_and_bf16_autocast(monkeypatch):
+def test_generic_code_path_and_bf16_autocast():
     """The path GPUs take (SDPA, F.dropout, F.linear), run on the CPU; and bf16 autocast on it."""
     torch.manual_seed(0)
     model = ParticleTransformer(7, 3, **SMALL).eval()
     x, v, mask = many_jets(n_jets=24, length=60)
     with torch.no_grad():
         cpu_path = model(x, v, mask)
-        monkeypatch.setattr(part, "CPU_KERNELS", False)
+        model.path = "generic"
         generic = model(x, v, mask)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = model(x, v, mask)
@@ -174,20 +177,18 @@ def test_generic_code_path_and_bf16_autocast(monkeypatch):
 
 
 @pytest.mark.parametrize("final_activation", [True, False])
-def test_train_mode_pair_embedding_in_a_workspace(monkeypatch, final_activation):
+def test_train_mode_pair_embedding_in_a_workspace(final_activation):
     """The CPU training path of the pair MLP (hand-written backward, reused buffers) against autograd
     through the same layers, float64: outputs, every gradient and the running statistics."""
     torch.manual_seed(0)
-    fused = part.PairEmbed((32, 32), 4, final_activation=final_activation).double().train()
+    fused = PairEmbed((32, 32), 4, final_activation=final_activation).double().train()
     plain = copy.deepcopy(fused)
     features = torch.randn(3000, 4, dtype=torch.float64)
     weights = torch.randn(3000, 4, dtype=torch.float64)
     for step in range(2):  # the second step reuses the buffers of the first
         a, b = features[step:].clone().requires_grad_(), features[step:].clone().requires_grad_()
-        out = fused._embed_training(a)
-        monkeypatch.setattr(part, "CPU_KERNELS", False)
-        expected = plain._embed_training(b)
-        monkeypatch.setattr(part, "CPU_KERNELS", True)
+        out = fused.embed_training(a, ExecutionPath.CPU_KERNELS)
+        expected = plain.embed_training(b, ExecutionPath.GENERIC)
         torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
         (out * weights[step:]).sum().backward()
         (expected * weights[step:]).sum().backward()
@@ -201,17 +202,20 @@ def test_train_mode_pair_embedding_in_a_workspace(monkeypatch, final_activation)
 
 
 def test_pair_embedding_workspaces_follow_the_autograd_graphs():
-    embed = part.PairEmbed((8,), 2).train()
-    first, second = embed._embed_training(torch.randn(50, 4)), embed._embed_training(torch.randn(60, 4))
-    assert len(part._WORKSPACES[embed]) == 2  # two graphs awaiting backward: two workspaces
+    embed = PairEmbed((8,), 2).train()
+    first, second = (
+        embed.embed_training(torch.randn(50, 4), CPU),
+        embed.embed_training(torch.randn(60, 4), CPU),
+    )
+    assert len(kernels.WORKSPACES[embed]) == 2  # two graphs awaiting backward: two workspaces
     first.sum().backward()
     second.sum().backward()
-    embed._embed_training(torch.randn(70, 4))  # reuses a freed one
+    embed.embed_training(torch.randn(70, 4), CPU)  # reuses a freed one
     with torch.no_grad():
-        embed._embed_training(torch.randn(70, 4))
-    assert len(part._WORKSPACES[embed]) == 2
+        embed.embed_training(torch.randn(70, 4), CPU)
+    assert len(kernels.WORKSPACES[embed]) == 2
     copy.deepcopy(embed)  # the workspaces are not part of the module's state
-    out = embed._embed_training(torch.randn(30, 4))
+    out = embed.embed_training(torch.randn(30, 4), CPU)
     out.sum().backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="one backward pass per forward pass"):
         out.sum().backward()
@@ -220,23 +224,23 @@ def test_pair_embedding_workspaces_follow_the_autograd_graphs():
 def test_dropout_rate_and_seed():
     x = torch.ones(300, 1000)
     torch.manual_seed(3)
-    a = part.dropout(x, 0.1, True)
+    a = kernels.dropout(x, 0.1, True, CPU)
     torch.manual_seed(3)
-    b = part.dropout(x, 0.1, True)
+    b = kernels.dropout(x, 0.1, True, CPU)
     assert torch.equal(a, b)
     assert (a > 0).float().mean().item() == pytest.approx(0.9, abs=0.003)
     assert a.mean().item() == pytest.approx(1.0, abs=0.005)
-    assert torch.equal(part.dropout(x, 0.1, False), x)
+    assert torch.equal(kernels.dropout(x, 0.1, False, CPU), x)
     # large draws are split over threads: still reproducible, still Bernoulli(0.9) throughout
-    big = torch.ones(2, 3 * part.RNG_SPLIT)
+    big = torch.ones(2, 3 * kernels.RNG_SPLIT)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # the tests run with one
     try:
         torch.manual_seed(4)
-        c = part.dropout(big, 0.1, True)
+        c = kernels.dropout(big, 0.1, True, CPU)
         torch.manual_seed(4)
-        assert torch.equal(c, part.dropout(big, 0.1, True))
-        assert part._RNG_WORKERS == 2
+        assert torch.equal(c, kernels.dropout(big, 0.1, True, CPU))
+        assert kernels.rng_workers() == 2
     finally:
         torch.set_num_threads(threads)
     for half in c.flatten().chunk(2):
@@ -265,3 +269,34 @@ def test_onnx_export_of_the_static_path(dynamo, tmp_path):
     got = session.run(None, {"x": x.numpy(), "v": v.numpy(), "mask": mask.numpy()})[0]
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(got), model(x, v, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_execution_path_is_a_model_attribute(monkeypatch):
+    """`model.path` alone chooses how the work is done: every path gives the same scores, "dense" takes
+    the static-shape pair embedding, "auto" resolves from the device, unknown values are refused."""
+    torch.manual_seed(0)
+    model = ParticleTransformer(7, 3, **SMALL).eval()
+    assert model.path is ExecutionPath.AUTO
+    assert ParticleTransformer(7, 3, **SMALL, path="generic").path is ExecutionPath.GENERIC
+    assert resolve(ExecutionPath.AUTO, torch.device("cpu")) is ExecutionPath.CPU_KERNELS
+    assert resolve(ExecutionPath.AUTO, torch.device("meta")) is ExecutionPath.GENERIC
+    with pytest.raises(ConfigError, match="cpu_kernels needs the jets on a CPU"):
+        resolve(ExecutionPath.CPU_KERNELS, torch.device("meta"))
+    with pytest.raises(ConfigError, match=r"model\.path='fast' is not an execution path"):
+        model.path = "fast"
+    dense_calls = []
+    forward_dense = model.pair_embed.forward_dense
+    monkeypatch.setattr(
+        model.pair_embed, "forward_dense", lambda *a: dense_calls.append(1) or forward_dense(*a)
+    )
+    x, v, mask = many_jets(n_jets=12, length=40)
+    scores = {}
+    with torch.no_grad():
+        for path in ExecutionPath:
+            model.path = path
+            scores[path] = model(x, v, mask)
+            assert len(dense_calls) == (path == "dense"), path
+            dense_calls.clear()
+    for path, got in scores.items():
+        torch.testing.assert_close(got, scores[ExecutionPath.CPU_KERNELS], atol=1e-5, rtol=1e-5, msg=path)
+    assert copy.deepcopy(model).path is ExecutionPath.DENSE

@@ -33,7 +33,7 @@ SMALL = dict(
         num_layers=2,
         num_cls_layers=1,
         pair_final_activation=False,
-        head_layers=[(24, 0.1)],
+        fc_params=[(24, 0.1)],
     ),
     weaver=dict(
         embed_dims=[32, 64, 32],
@@ -146,7 +146,7 @@ def test_dense_pair_embedding_matches_weaver_for_inference():
     model = ParticleTransformer(7, 10, **SMALL["jettag"])
     load_weaver_weights(model, weaver.state_dict())
     model.eval()
-    model.dense = True
+    model.path = "dense"
     with torch.no_grad():
         expected = onnx_like(x.transpose(1, 2), v.transpose(1, 2), mask[:, None].float())
         got = model(x, v, mask).softmax(-1)
@@ -213,6 +213,21 @@ def test_head_of_another_size(caplog):
     torch.testing.assert_close(model.norm.weight, state["mod.norm.weight"])
 
 
+def test_hidden_fc_layers_load_with_the_backbone():
+    """fc_params layers are backbone: keep_head=False (fine-tuning) loads them and keeps only the model's last Linear."""
+    torch.manual_seed(0)
+    source = ParticleTransformer(7, 10, **SMALL_J, fc_params=[(12, 0.1)])
+    state = weaver_state_for(source)
+    assert {"mod.fc.0.0.weight", "mod.fc.1.weight"} <= set(
+        state
+    )  # weaver's names, as in test_logits_match_weaver
+    model = ParticleTransformer(7, 2, **SMALL_J, fc_params=[(12, 0.1)])
+    head = model.head.weight.clone()
+    load_weaver_weights(model, state, keep_head=False)
+    torch.testing.assert_close(model.fc[0].weight, source.fc[0].weight, rtol=0, atol=0)
+    torch.testing.assert_close(model.head.weight, head, rtol=0, atol=0)
+
+
 def test_build_model_honours_weights(tmp_path):
     source = ParticleTransformer(7, 2, **SMALL_J)
     torch.save(weaver_state_for(source), tmp_path / "w.pt")
@@ -241,7 +256,7 @@ def test_training_step_matches_weaver():
         "jettag": {**SMALL["jettag"], **no_dropout},
         "weaver": {**SMALL["weaver"], "block_params": no_dropout, "trim": False},
     }
-    config["jettag"]["head_layers"] = [(24, 0.0)]
+    config["jettag"]["fc_params"] = [(24, 0.0)]
     config["weaver"]["fc_params"] = [(24, 0.0)]
     x, v, mask = jets(7, n_jets=40, seed=5)  # several buckets, packed tokens
     weaver = randomized_weaver(config, 7, 10, x, v, mask).mod.double()

@@ -9,9 +9,9 @@ not fit.
 
 What a state dict cannot tell, the jettag model must be built with: for ParT the pair embedding's
 last GELU (weaver `use_pre_activation_pair=False`, as in the published models, is jettag's default
-`pair_final_activation=True`) and the activations of a hidden head; for ParticleNet k (16 in the
-published models). `model_config` reads everything else from the shapes, so a published file can
-be scored without a model config (`jettag.inference.load_trained`).
+`pair_final_activation=True`) and the activations of hidden FC layers (`fc_params`, ReLU unless
+given); for ParticleNet k (16 in the published models). `model_config` reads everything else from
+the shapes, so a published file can be scored without a model config (`jettag.inference.load_trained`).
 
 Input-level differences that do not affect the weights: weaver takes channels-first tensors
 (x (B, C, N), v (B, 4, N), mask (B, 1, N), ParticleNet's points (B, 2, N)); jettag takes them

@@ -44,16 +44,15 @@ def weaver_key_map(model: nn.Module, keep_head: bool = True) -> dict[str, str]:
 
 
 def model_num_classes(model: nn.Module) -> int:
-    last = [m for m in model.head.modules() if isinstance(m, nn.Linear)][-1]
-    return last.out_features
+    return model.head.out_features  # every jettag model's head is its final Linear
 
 
-def file_head_keys(state: Mapping[str, torch.Tensor], kind: str) -> set[str]:
-    """The classifier head's keys in a weaver file: all of ParT's `fc`; ParticleNet's last `fc` layer
-    (its hidden FC layers belong to the backbone, as in jettag)."""
+def file_head_keys(state: Mapping[str, torch.Tensor]) -> set[str]:
+    """The classifier head's keys in a weaver file: the last layer of `fc` (its hidden layers, from
+    `fc_params`, belong to the backbone, as in jettag)."""
     fc = [k for k in state if k.startswith("fc.")]
-    if kind == part.MODEL or not fc:
-        return set(fc)
+    if not fc:
+        return set()
     last = max(int(k.split(".")[1]) for k in fc)
     return {k for k in fc if k.startswith(f"fc.{last}.")}
 
@@ -109,7 +108,7 @@ def load_weaver_weights(
             f"{name} classifies {file_classes} classes but the model {model_classes}; "
             "load it with keep_head=False (or 'auto') to replace the head."
         )
-    skipped = set() if keep_head else file_head_keys(state, kind)
+    skipped = set() if keep_head else file_head_keys(state)
     mapping = names.weaver_key_map(model, keep_head=bool(keep_head))
     target = model.state_dict()
     converted: dict[str, torch.Tensor] = {}

@@ -8,8 +8,8 @@
     blocks.<i>.w_resid                blocks.<i>.resid_scale
     blocks.<i>.<other>                blocks.<i>.<other>       (same for cls_blocks)
     cls_token, norm.*                 cls_token, norm.*
-    fc.0.*  (fc_params=[])            head.*
-    fc.<k>.0.*, fc.<K>.*              head.<k>.0.*, head.<K>.*  (hidden layers from fc_params)
+    fc.<k>.0.*                        fc.<3 k>.*               (hidden layer k of fc_params: Linear, act., Dropout)
+    fc.<K>.*                          head.*                   (K hidden layers; fc.0.* with fc_params=[])
 
 weaver versions that used `nn.MultiheadAttention` saved the packed projection as
 `attn.in_proj_weight` / `attn.in_proj_bias` instead of `attn.in_proj.weight` / `.bias`; both load.
@@ -41,8 +41,8 @@ BLOCK_RENAMES = {"head_scale": "c_attn", "resid_scale": "w_resid"}
 MODEL = "ParticleTransformer"
 
 
-def weaver_names(key: str) -> list[str]:
-    """The weaver names (new and old naming) of one jettag state-dict key."""
+def weaver_names(key: str, num_fc: int) -> list[str]:
+    """The weaver names (new and old naming) of one jettag state-dict key (`num_fc` hidden FC layers)."""
     parts = key.split(".")
     top = parts[0]
     if top == "embed" and parts[1] == "mlp":
@@ -59,19 +59,21 @@ def weaver_names(key: str) -> list[str]:
                 ".".join([*head, "attn", f"in_proj_{rest[2]}"]),
             ]
         return [key]
-    if top == "head":
-        # a plain Linear head is weaver's fc.0 (a Sequential of one Linear); an MLP head has the same indices
-        return [".".join(["fc", *parts[1:]]) if len(parts) > 2 else f"fc.0.{parts[1]}"]
+    if top == "fc":
+        return [".".join(["fc", str(int(parts[1]) // 3), "0", *parts[2:]])]
+    if top == "head":  # the last item of weaver's fc
+        return [".".join(["fc", str(num_fc), *parts[1:]])]
     return [key]  # embed.input_bn.*, cls_token, norm.*
 
 
 def weaver_key_map(model: ParticleTransformer, keep_head: bool = True) -> dict[str, str]:
     """{weaver key: jettag key} for every tensor of `model`'s state dict (both attention namings)."""
     mapping = {}
+    num_fc = sum(isinstance(m, torch.nn.Linear) for m in model.fc)
     for key in model.state_dict():
         if key.startswith("head.") and not keep_head:
             continue
-        for name in weaver_names(key):
+        for name in weaver_names(key, num_fc):
             mapping[name] = key
     return mapping
 
@@ -80,8 +82,8 @@ def model_config(state: Mapping[str, torch.Tensor]) -> dict:
     """The jettag model config of the ParticleTransformer a (prefix-free) weaver state dict holds.
 
     Read from the tensor shapes: input size, widths, depths, heads (the pair embedding's last width),
-    the head's hidden layers. What shapes cannot tell takes the published models' value: the pair
-    embedding's last GELU (`use_pre_activation_pair=False`), and 8 heads without a pair embedding.
+    the hidden FC layers (`fc_params`, ReLU). What shapes cannot tell takes the published models' value:
+    the pair embedding's last GELU (`use_pre_activation_pair=False`), and 8 heads without a pair embedding.
     Dropout rates do not matter for scoring.
     """
     embed = [state[f"embed.embed.{i}.weight"].shape[0] for i in layer_indices(state, "embed.embed")
@@ -90,7 +92,7 @@ def model_config(state: Mapping[str, torch.Tensor]) -> dict:
             if state[f"pair_embed.embed.{i}.weight"].dim() == 3]  # fmt: skip
     dim = embed[-1] if embed else state["cls_token"].shape[-1]
     fc = layer_indices(state, "fc")
-    head_layers = [[state[f"fc.{i}.0.weight"].shape[0], 0.0] for i in fc[:-1]]
+    fc_params = [[state[f"fc.{i}.0.weight"].shape[0], 0.0] for i in fc[:-1]]
     return {
         "_target_": "jettag.models.ParticleTransformer",
         "embed_dims": embed,
@@ -101,5 +103,5 @@ def model_config(state: Mapping[str, torch.Tensor]) -> dict:
         "ffn_ratio": state["blocks.0.fc1.weight"].shape[0] // dim if "blocks.0.fc1.weight" in state else 4,
         "use_interaction": bool(pair),
         "pair_final_activation": True,
-        "head_layers": head_layers,
+        "fc_params": fc_params,
     }
