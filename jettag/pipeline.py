@@ -77,6 +77,11 @@ def _parameters(target: str | None) -> set[str]:
         return set()
 
 
+def task_parameters(task_cfg) -> set[str]:
+    """The keyword arguments the task of `task_cfg` takes."""
+    return _parameters(task_cfg.get("_target_"))
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

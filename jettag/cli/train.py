@@ -23,6 +23,7 @@ from jettag.pipeline import (
     check_required,
     count_parameters,
     resolve_ckpt_path,
+    task_parameters,
     write_test_report,
 )
 from jettag.tasks import JetClassifier
@@ -41,14 +42,17 @@ def train(cfg: DictConfig) -> float | None:
     model = build_model(
         cfg.model, features.num_features, datamodule.num_classes, feature_names=features.names
     )
+    extra = {}
+    if "features" in task_parameters(cfg.task):  # pretraining recomputes features: the fitted set
+        extra["features"] = datamodule.features
     task = hydra.utils.instantiate(
-        cfg.task, model=model, class_names=datamodule.class_names, background=datamodule.background
+        cfg.task, model=model, class_names=datamodule.class_names, background=datamodule.background, **extra
     )
     if datamodule.label_spec is None and isinstance(task, JetClassifier):
         raise ConfigError(
             "data.labels is null (unlabelled jets), but task "
             f"{cfg.task._target_} learns classes; list the label branches in data.labels, or pretrain "
-            "without labels with task=pretrain."
+            "without labels with task=pretrain or task=contrastive."
         )
     task.run_config = as_dict(cfg)
     # numbers fitted on the training data (data.standardization / `auto` features) travel with the checkpoint

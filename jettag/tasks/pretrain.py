@@ -1,19 +1,26 @@
-"""Self-supervised pretraining of the ParT backbone: masked particle modelling (MPM).
+"""Masked particle modelling as published (MPMv2: Leigh et al., arXiv:2409.12589), optionally with
+classification in the same run.
 
-In each jet a random fraction `mask_fraction` of the real particles is masked. A masked particle
-keeps only its position in the eta-phi plane: its input features other than `visible_features`
-(by default deta, dphi, deltaR) are replaced by a learned mask vector, and its four-momentum, which
-feeds the pairwise interaction features, by a massless one of fixed pT `masked_pt` (GeV) in the same
-direction, so neither its momentum nor its identity leaks through the interaction bias. The backbone
-(particle embedding, pair embedding, particle-attention blocks) turns the jet into one embedding per
-particle (`ParticleTransformer.forward_tokens`), and a small decoder predicts, at each masked
-particle, its hidden standardized features (log pT, log E, their ratios to the jet, charge, PID
-flags, ...). The loss (`mse` or `smooth_l1`) is averaged over the masked particles and the predicted
-features. No labels are used.
+In each jet a random fraction `mask_fraction` (0.4) of the real particles is masked, and the masked
+particles are **removed** from the encoder's input (as a masked autoencoder does): the encoder, a
+ParticleTransformer, sees only the visible particles, whose input features are recomputed from their
+four-momenta with the loader's definitions relative to the jet *of the visible particles*
+(`jettag.features.recompute`), so no input (batch norms, attention, pair features, `part_logptrel`)
+depends on the masked particles. A separate transformer decoder receives the encoder's particle
+tokens, its pooled jet representation (`forward_features`: the class-attention blocks are trained
+too), and for each masked particle a learned placeholder; every decoder token is told the pT rank
+of its particle in the whole jet (a learned embedding: the only thing the decoder knows about which
+particle to predict). At the placeholders the decoder predicts the masked particle's
 
-The checkpoint holds the whole ParticleTransformer (`model.*`), so `task=finetune
-task.backbone=<run>/checkpoints/last.ckpt` starts from it; the class-attention blocks and the class
-token are not trained by this objective and start fine-tuning from their initial values.
+- continuous inputs (the standardized kinematic features as the loader computed them for the whole
+  jet, and any continuous attribute such as impact parameters), with an L1 loss; and
+- identity, where charge or PID columns are inputs: a cross-entropy over the classes photon,
+  neutral hadron, charged hadron +/-, electron +/-, muon +/- (or the charge sign when only the charge is
+  an input), weighted by `id_weight` (0.3).
+
+`classification_weight` > 0 adds the cross-entropy of the model's own classifier on the whole,
+unmasked jet (labels needed): classification plus MPM in one run. The checkpoint holds the whole
+ParticleTransformer (`model.*`); the decoder is dropped after pretraining.
 """
 
 from __future__ import annotations
@@ -21,19 +28,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jettag.checkpoint import RunRecord
 from jettag.data.batch import JetBatch
+from jettag.data.datamodule import UNLABELLED
 from jettag.errors import ConfigError
-from jettag.tasks.classification import decay_groups, with_scheduler
+from jettag.features.sets import FeatureSet
+from jettag.tasks.pretraining import PretrainingTask, eval_generator
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("mse", "smooth_l1")
+PID_FLAGS = (
+    "part_isPhoton",
+    "part_isNeutralHadron",
+    "part_isChargedHadron",
+    "part_isElectron",
+    "part_isMuon",
+)
+IDENTITY = ("part_charge", *PID_FLAGS)
+# photon, neutral hadron, then (charged hadron, electron, muon) x (+, -)
+ID_CLASSES = ("photon", "neutral hadron", "h+", "h-", "e+", "e-", "mu+", "mu-")
+CHARGE_CLASSES = ("-", "0", "+")
 
 
 def feature_name(entry) -> str:
@@ -48,111 +65,167 @@ def feature_name(entry) -> str:
 def mask_particles(
     mask: torch.Tensor, fraction: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Boolean (B, N): each real particle masked with probability `fraction`, at least one per jet."""
+    """Boolean (B, N): each real particle masked with probability `fraction`; every jet of two or more
+    particles keeps at least one visible particle and has at least one masked."""
     draw = torch.rand(mask.shape, generator=generator, device="cpu").to(mask.device)
     masked = (draw < fraction) & mask
-    # jets where nothing was drawn: mask their particle with the lowest draw
-    empty = ~masked.any(1) & mask.any(1)
+    several = mask.sum(1) > 1
+    ranked = draw.masked_fill(~mask, 2.0)
+    # jets where nothing was drawn: mask the particle of lowest draw
+    empty = ~masked.any(1) & several
     if empty.any():
-        lowest = draw.masked_fill(~mask, 2.0).argmin(1)
-        masked[empty, lowest[empty]] = True
+        masked[empty, ranked.argmin(1)[empty]] = True
+    # jets where everything was drawn (or a one-particle jet): keep the particle of highest draw visible
+    full = ~(mask & ~masked).any(1) & mask.any(1)
+    if full.any():
+        keep = draw.masked_fill(~mask, -1.0).argmax(1)
+        masked[full, keep[full]] = False
     return masked
 
 
-def direction_only(v: torch.Tensor, pt: float) -> torch.Tensor:
-    """(..., 4) px py pz E -> massless four-vectors of transverse momentum `pt` along the same direction."""
-    p = v[..., :3]
-    pt_now = torch.hypot(p[..., 0], p[..., 1]).clamp_min(1e-9)[..., None]
-    unit = p / pt_now  # (px, py, pz) / pT
-    energy = torch.linalg.vector_norm(unit, dim=-1, keepdim=True)
-    return torch.cat([unit, energy], dim=-1) * pt
+def compact(mask: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The particles of `mask` moved to the front of each jet in their order, padded to the longest:
+    (new mask, *tensors gathered), each cut to the longest jet."""
+    order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
+    length = int(mask.sum(1).max())
+    new_mask = torch.gather(mask, 1, order)[:, :length]
+    gathered = [torch.gather(t, 1, order[..., None].expand_as(t))[:, :length] for t in tensors]
+    zero = torch.zeros((), dtype=tensors[0].dtype, device=mask.device)
+    return new_mask, *(torch.where(new_mask[..., None], g, zero) for g in gathered)
 
 
-class MaskedParticlePretrainer(L.LightningModule):
-    """Masked particle modelling on a ParticleTransformer backbone (see the module docstring)."""
+def identity_targets(
+    names: Sequence[str], raw: Callable[[str], torch.Tensor | None]
+) -> tuple[tuple, Callable | None]:
+    """(class names, function of x -> class index per particle), or ((), None) without identity inputs."""
+    flags = [n for n in PID_FLAGS if n in names]
+    if len(flags) == len(PID_FLAGS):
+
+        def classes(x: torch.Tensor) -> torch.Tensor:
+            flag = {n: raw(x, n) > 0.5 for n in PID_FLAGS}
+            charge = raw(x, "part_charge")
+            negative = (charge < 0) if charge is not None else torch.zeros_like(flag["part_isPhoton"])
+            index = torch.zeros(x.shape[:-1], dtype=torch.long, device=x.device)  # photon
+            index = torch.where(flag["part_isNeutralHadron"], 1, index)
+            for k, name in enumerate(("part_isChargedHadron", "part_isElectron", "part_isMuon")):
+                index = torch.where(flag[name], 2 + 2 * k + negative.long(), index)
+            return index
+
+        return ID_CLASSES, classes
+    if "part_charge" in names:
+        return CHARGE_CLASSES, lambda x: (torch.sign(torch.round(raw(x, "part_charge"))) + 1).long()
+    return (), None
+
+
+class MaskedParticlePretrainer(PretrainingTask):
+    """MPMv2 on a ParticleTransformer backbone, with optional classification (see the module docstring)."""
+
+    objective = "masked particle modelling (MPMv2)"
 
     def __init__(
         self,
         model: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
-        feature_names: Sequence,
         scheduler: Callable | None = None,
-        visible_features: Sequence[str] = ("part_deta", "part_dphi", "part_deltaR"),
-        mask_fraction: float = 0.3,
-        masked_pt: float = 1.0,
-        loss: str = "mse",
-        decoder_width: int = 128,
+        features: FeatureSet | None = None,
+        mask_fraction: float = 0.4,
+        id_weight: float = 0.3,
+        classification_weight: float = 0.0,
+        decoder_dim: int = 64,
+        decoder_layers: int = 2,
+        decoder_heads: int = 4,
         class_names: Sequence[str] = (),
         background: int = 0,
     ):
-        super().__init__()
         if not hasattr(model, "forward_tokens"):
             raise ConfigError(
-                f"task=pretrain needs model=part or part_small (a ParticleTransformer), not {type(model).__name__}."
+                "task=pretrain (masked particle modelling) needs a ParticleTransformer (model=part, part_small or "
+                f"part_plain), not {type(model).__name__}; task=contrastive pretrains any model."
             )
-        names = [feature_name(e) for e in feature_names]
-        unknown = [n for n in visible_features if n not in names]
-        if unknown:
-            raise ConfigError(
-                f"task.visible_features: {unknown[0]} is not one of the input features ({', '.join(names)})."
-            )
+        super().__init__(model, optimizer, scheduler, features, class_names, background)
         if not 0 < mask_fraction < 1:
             raise ConfigError(f"task.mask_fraction={mask_fraction} must lie strictly between 0 and 1.")
-        if loss not in LOSSES:
-            raise ConfigError(f"task.loss={loss!r} is not known; choose one of {', '.join(LOSSES)}.")
-        hidden = [i for i, n in enumerate(names) if n not in visible_features]
-        if not hidden:
-            raise ConfigError("task.visible_features lists every input feature: nothing is left to predict.")
-        self.model = model
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.feature_names = names
-        self.target_names = [names[i] for i in hidden]
+        if id_weight < 0 or classification_weight < 0:
+            raise ConfigError("task.id_weight and task.classification_weight must not be negative.")
+        if decoder_dim % decoder_heads:
+            raise ConfigError(
+                f"task.decoder_dim={decoder_dim} must be divisible by task.decoder_heads={decoder_heads}."
+            )
+        names = self.recompute.names
         self.mask_fraction = float(mask_fraction)
-        self.masked_pt = float(masked_pt)
-        self.loss_name = loss
-        self.class_names = list(class_names)  # kept in the checkpoint; not used for training
-        self.background = background
-        self.run_config: dict | None = None
-        self.register_buffer("hidden", torch.tensor(hidden, dtype=torch.long), persistent=False)
-        self.mask_value = nn.Parameter(torch.zeros(len(names)))
-        dim = model.embed_dim  # of the tokens
-        self.decoder = nn.Sequential(
-            nn.LayerNorm(dim), nn.Linear(dim, decoder_width), nn.GELU(), nn.Linear(decoder_width, len(hidden))
-        )
+        self.id_weight = float(id_weight)
+        self.classification_weight = float(classification_weight)
+        self.id_classes, self.identity = identity_targets(names, self.recompute.raw)
+        continuous = [i for i, n in enumerate(names) if n not in IDENTITY]
+        if not continuous:
+            raise ConfigError("masked particle modelling needs at least one continuous input feature.")
+        self.target_names = [names[i] for i in continuous]
+        self.register_buffer("continuous", torch.tensor(continuous, dtype=torch.long), persistent=False)
+        max_particles = self.recompute.features.max_particles
+        self.max_rank = max_particles
+        self.encoder_to_decoder = nn.Linear(model.embed_dim, decoder_dim)
+        self.jet_to_decoder = nn.Linear(model.dim, decoder_dim)
+        self.placeholder = nn.Parameter(torch.zeros(decoder_dim))
+        # pT rank in the whole jet; the last row marks the jet token
+        self.rank = nn.Embedding(max_particles + 1, decoder_dim)
+        nn.init.trunc_normal_(self.placeholder, std=0.02)
+        layer = nn.TransformerEncoderLayer(decoder_dim, decoder_heads, 2 * decoder_dim, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)  # fmt: skip
+        self.decoder = nn.TransformerEncoder(layer, decoder_layers, enable_nested_tensor=False)
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.predict_continuous = nn.Linear(decoder_dim, len(continuous))
+        self.predict_identity = nn.Linear(decoder_dim, len(self.id_classes)) if self.id_classes else None
+        if self.classification_weight > 0 and self.class_names in ([], [UNLABELLED]):
+            raise ConfigError(
+                "task.classification_weight > 0 needs labels: list the label branches in data.labels."
+            )
 
-    def masked_inputs(
-        self, x: torch.Tensor, v: torch.Tensor, masked: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The inputs with the masked particles' hidden features and momenta replaced."""
-        hide = torch.zeros(x.shape[-1], dtype=torch.bool, device=x.device)
-        hide[self.hidden] = True
-        replace = masked[..., None] & hide  # (B, N, C)
-        x_in = torch.where(replace, self.mask_value.to(x.dtype).expand_as(x), x)
-        v_in = torch.where(masked[..., None], direction_only(v, self.masked_pt), v)
-        return x_in, v_in
+    def encoder_inputs(self, x, v, mask, masked):
+        """The encoder's input: the visible particles only, features recomputed among them."""
+        visible, x_vis, v_vis = compact(mask & ~masked, x, v)
+        return self.recompute(x_vis, v_vis, visible), v_vis, visible
 
-    def loss(self, batch: JetBatch, generator: torch.Generator | None = None) -> torch.Tensor:
+    def losses(self, batch: JetBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x, v, mask = batch.inputs
+        mask = mask.bool()
         masked = mask_particles(mask, self.mask_fraction, generator)
-        x_in, v_in = self.masked_inputs(x, v, masked)
-        tokens = self.model.forward_tokens(x_in, v_in, mask)  # (B, N, D)
-        prediction = self.decoder(tokens[masked])  # (M, targets)
-        target = x[masked][:, self.hidden]
-        if self.loss_name == "mse":
-            return F.mse_loss(prediction, target)
-        return F.smooth_l1_loss(prediction, target)
+        x_vis, v_vis, visible = self.encoder_inputs(x, v, mask, masked)
+        tokens, jet = self.model.forward_tokens(x_vis, v_vis, visible, features=True)
+
+        # decoder sequence: the jet token, then every particle slot of the whole jet in pT order
+        batch_size, n = mask.shape
+        rank = torch.arange(n, device=x.device).clamp_max(self.max_rank - 1)
+        seq = self.placeholder.expand(batch_size, n, -1).clone()
+        seq[mask & ~masked] = self.encoder_to_decoder(tokens[visible])  # the same particle order
+        seq = seq + self.rank(rank)
+        jet_token = self.jet_to_decoder(jet) + self.rank.weight[self.max_rank]
+        seq = torch.cat([jet_token[:, None], seq], 1)
+        keys = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
+        out = self.decoder_norm(self.decoder(seq, src_key_padding_mask=~keys))[:, 1:][masked]  # (M, D)
+
+        losses = {"continuous": F.l1_loss(self.predict_continuous(out), x[masked][:, self.continuous])}
+        if self.identity is not None:
+            target = self.identity(x[masked])
+            losses["identity"] = F.cross_entropy(self.predict_identity(out), target)
+        if self.classification_weight > 0:
+            losses["classification"] = F.cross_entropy(self.model(x, v, mask), batch.y)
+        losses["loss"] = (
+            losses["continuous"]
+            + self.id_weight * losses.get("identity", 0.0)
+            + self.classification_weight * losses.get("classification", 0.0)
+        )
+        return losses
 
     def training_step(self, batch, batch_idx):
-        loss = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        return loss
+        losses = self.losses(batch)
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=len(batch))
+        return losses["loss"]
 
     def _eval_step(self, batch, batch_idx, stage: str):
-        # the same masks in every evaluation: the validation loss is comparable from epoch to epoch
-        generator = torch.Generator().manual_seed(1000 + batch_idx)
-        loss = self.loss(batch, generator)
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(batch))
+        losses = self.losses(batch, eval_generator(batch_idx))
+        for name, value in losses.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == "loss", batch_size=len(batch), sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, batch_idx, "val")
@@ -160,11 +233,14 @@ class MaskedParticlePretrainer(L.LightningModule):
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, batch_idx, "test")
 
-    def configure_optimizers(self):
-        # the classifier head is not trained here (a fine-tuning run replaces it)
-        trained = ((n, p) for n, p in self.named_parameters() if not n.startswith("model.head."))
-        return with_scheduler(self, self.optimizer_factory(decay_groups(trained)))
+    def trained_parameters(self):
+        if self.classification_weight > 0:  # the classifier head trains too
+            return iter(self.named_parameters())
+        return super().trained_parameters()
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        extra = {"objective": "masked particle modelling", "targets": self.target_names}
-        RunRecord(self.run_config, self.class_names, self.background, extra).write(checkpoint)
+    def record_extra(self) -> dict:
+        return {
+            "objective": self.objective + (" + classification" if self.classification_weight > 0 else ""),
+            "targets": self.target_names,
+            "identity_classes": list(self.id_classes),
+        }

@@ -28,6 +28,25 @@ def flat_then_decay(
     return LambdaLR(optimizer, factor)
 
 
+def warmup_cosine(
+    optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.05, final_factor: float = 0.01
+) -> LambdaLR:
+    """Linear warm-up over `warmup_fraction` of the steps, then a cosine from 1 down to `final_factor`
+    at the last step (the pretraining recipes' schedule)."""
+    if not 0 <= warmup_fraction < 1:
+        raise ConfigError(f"task.scheduler.warmup_fraction={warmup_fraction} must lie in [0, 1).")
+    warmup = max(int(warmup_fraction * total_steps), 1)
+    span = max(total_steps - warmup, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(step - warmup, span) / span
+        return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
 STEP_KEYS = ("freeze_steps", "ramp_steps", "warmup_steps")
 DECAYS = ("constant", "cosine")
 

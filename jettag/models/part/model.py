@@ -145,21 +145,34 @@ class ParticleTransformer(JetTagger):
         cls = self._through_blocks(layout, h, masks, path)  # (B, D), jets in the layout's order
         return self.fc(self.norm(layout.jets_back(cls)))
 
-    def forward_tokens(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(
+        self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Per-particle embeddings after the particle-attention blocks: (B, N, C), (B, N, 4), (B, N) -> (B, N, D),
-        zeros at padded positions. What particle-level pretraining objectives read (no class token)."""
+        zeros at padded positions. What particle-level pretraining objectives read. With `features`, also
+        `forward_features`' output (B, dim) from the same pass: (tokens, features)."""
         mask = mask.bool()
         path = resolve(self.path, x.device)
         layout = Layout(x, v, mask, packed=True)
         h, masks = self._embedded(layout, path)
-        for block in self.blocks:
-            h = block(h, masks, path, layout.packing)
-        return layout.tokens_back(h, mask)
+        if features:
+            h, cls = self._through_blocks(layout, h, masks, path, keep_tokens=True)
+        else:
+            for block in self.blocks:
+                h = block(h, masks, path, layout.packing)
+        tokens = layout.tokens_back(h, mask)
+        return (tokens, self.fc(self.norm(layout.jets_back(cls)))) if features else tokens
 
     def _through_blocks(
-        self, layout: Layout, h: torch.Tensor, masks: list[torch.Tensor], path: ExecutionPath
-    ) -> torch.Tensor:
-        """The particle blocks, then the class blocks: embeddings (T, D) -> class token (B, D)."""
+        self,
+        layout: Layout,
+        h: torch.Tensor,
+        masks: list[torch.Tensor],
+        path: ExecutionPath,
+        keep_tokens: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The particle blocks, then the class blocks: embeddings (T, D) -> class token (B, D); with
+        `keep_tokens` (packed layouts only), (the tokens (T, D) after the particle blocks, class token)."""
         # (b, 1, 1, 1 + n): the class token is always a key
         cls_masks = layout.bucket_masks(h.dtype, class_token=True)
         cls = self.cls_token.expand(len(layout.counts), -1, -1)
@@ -168,7 +181,7 @@ class ParticleTransformer(JetTagger):
                 h = block(h, masks, path, layout.packing)
             for block in self.cls_blocks:
                 cls = block(cls, h, cls_masks, path, layout.packing)
-            return cls.squeeze(1)
+            return (h, cls.squeeze(1)) if keep_tokens else cls.squeeze(1)
         parts = []  # each bucket goes through the blocks padded, without repacking in every block
         for k, bucket in enumerate(layout.buckets):
             h_k, cls_k = layout.packing.pad(h, k), cls[bucket.start : bucket.stop]
