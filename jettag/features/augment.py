@@ -20,9 +20,9 @@ What each conserves exactly (REFERENCE.md section 8; tested with `vector`):
 - `split`: collinear splitting (JetCLR): each particle, with probability `fraction`, becomes two with
   momentum fractions r and 1 - r (r uniform) in the same direction; keeps the jet four-momentum. With
   `neutral_only` (the default `auto`: when a charge or PID column is an input) only neutral particles
-  split, so charge and identity stay those of real particles. The two halves carry the original's
-  attributes; the jet is then re-sorted by pT, as the loader sorts it; a split that would exceed
-  `max_particles` is not made.
+  split, so charge and identity stay those of real particles (`true` without such a column is an
+  error: the charges are unknown). The two halves carry the original's attributes; the jet is then
+  re-sorted by pT, as the loader sorts it; a split that would exceed `max_particles` is not made.
 """
 
 from __future__ import annotations
@@ -160,12 +160,22 @@ class Split:
     def __init__(self, fraction: float = 0.1, neutral_only: bool | str = "auto", max_particles: int = 128):
         if not 0 <= fraction <= 1:
             raise ConfigError(f"task.augmentations.split.fraction={fraction} must lie in [0, 1].")
+        if not (isinstance(neutral_only, bool) or neutral_only == "auto"):
+            raise ConfigError(
+                f"task.augmentations.split.neutral_only={neutral_only!r}; use true, false or auto."
+            )
         self.fraction = float(fraction)
         self.neutral_only = neutral_only
         self.max_particles = int(max_particles)
         self.charge = None  # set by Augmenter: a function of x giving each particle's charge
 
     def __call__(self, p: Particles, generator=None) -> Particles:
+        if self.neutral_only is True and self.charge is None:
+            # splitting every particle instead would silently give charged particles twins
+            raise ConfigError(
+                "task.augmentations.split.neutral_only=true needs each particle's charge: set Split.charge "
+                "(Augmenter sets it from the charge or PID columns)."
+            )
         batch, n = p.mask.shape
         chosen = (_uniform((batch, n), 0.0, 1.0, p.v, generator) < self.fraction) & p.mask
         if self.neutral_only and self.charge is not None:
@@ -234,6 +244,11 @@ class Augmenter:
                 kwargs.setdefault("max_particles", recomputer.features.max_particles)
                 if kwargs.get("neutral_only", "auto") == "auto":
                     kwargs["neutral_only"] = pid_input
+                elif kwargs["neutral_only"] is True and not pid_input:
+                    raise ConfigError(
+                        "task.augmentations.split.neutral_only=true, but no input tells a particle's charge "
+                        f"(none of {', '.join(IDENTITY_COLUMNS)}); use auto or false."
+                    )
             try:
                 self.augmentations[name] = cls(**kwargs)
             except TypeError as err:
