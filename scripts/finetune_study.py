@@ -1,24 +1,29 @@
-"""How much does pretraining help? From scratch against fine-tuned, at several labelled budgets.
+"""Does pretraining pay off? Fine-tuned against tuned from-scratch training, at 1k, 5k and 20k labels.
 
-    python scripts/finetune_study.py --labelled topqcd_train.root --val topqcd_val.root \\
-        --test topqcd_test.root --pretrain multi_train.root --pretrain-val multi_val.root --out study
+    python scripts/make_study_data.py --out data/study         # the sets, once (cached)
+    python scripts/finetune_study.py --data data/study --out studies/pretraining
 
-Three ways to train the small ParT (part_small, kinpid inputs) on top vs QCD:
+The small ParT (kinpid inputs, 32 particles) on generated top vs QCD jets, trained on the first B
+jets of a seed-dependent permutation of the labelled pool, for B in `--budgets` (1k, 5k, 20k) with
+`--seeds` seeds each (5, 3, 2: the seed also sets the initialisation and the batches), by
 
-- `scratch`: task=classification from random weights (lr 1e-3, flat then decaying);
-- `supervised`: task=finetune from a ParT pretrained with labels on the multi-class set
-  (experiment=pretrain_supervised), the published fine-tuning recipe (lr 1e-4, head x50, no scheduler);
-- `ssl`: the same fine-tuning from a ParT pretrained without labels by masked particle modelling
-  (experiment=pretrain_mpm) on the same multi-class set;
-- `ssl_cls`: as `ssl`, with the class token and class-attention blocks, which masked particle modelling
-  does not train, at the head's learning rate (task.head_lr_modules).
+- `scratch`: random initialisation (experiment=study_scratch), its lr chosen on validation among
+  `--scratch-lrs` (at each budget, with seed 0; the best validation AUC wins);
+- `supervised`, `mpm`, `contrastive`, `cls_mpm`: fine-tuned (experiment=study_finetune) from the
+  backbone pretrained on the 100k-jet pretraining set by experiment=pretrain_supervised,
+  pretrain_mpm, pretrain_contrastive, pretrain_cls_mpm (run once each, reused);
+- `probe_<backbone>`: a linear probe (the backbone frozen, only the new head trains) on each
+  pretrained backbone and on a random one (`probe_random`), with `--probe-seeds` seeds per budget.
 
-Each is trained on the first B jets of a seed-dependent permutation of the labelled pool, for B in
-`--budgets` with `--seeds` seeds each (the seed also sets the initialisation and the batches), and
-tested on `--test`. Every run is one `jettag-train` command (its run directory under `--out/runs`);
-finished runs are skipped when the study is started again, so it can be resumed. The study writes
-`results.csv` (one row per run), `table.md` and `table.csv` (AUC and Rej50, mean +- std over seeds),
-and `rej50_vs_budget.png` / `.pdf`.
+Every run has the same number of optimizer steps at a budget (`--steps`), validates every 1/20 of
+them and keeps the checkpoint of the best validation AUC, with the same early stopping (6 validations
+without improvement), and is tested on the whole test set (>= 20k jets): AUC, Rej50 and Rej30.
+
+Resumable cell by cell: each (method, budget, seed) is one `jettag-train` run whose result is
+appended as a line to `<out>/results.csv` as soon as it finishes; a rerun skips the cells already
+there (and the pretraining runs whose checkpoint exists), so the study can span several sittings.
+`<out>/table.md`, `table.csv` and `rej50_vs_budget.png` are rebuilt after every cell (mean +- std over
+seeds); `--report-only` rebuilds them alone. Run directories go to `--runs` (default <data>/runs).
 """
 
 from __future__ import annotations
@@ -39,192 +44,238 @@ import awkward as ak
 import numpy as np
 import uproot
 
-METHODS = {
-    "scratch": "from scratch",
-    "supervised": "fine-tuned (supervised pretraining)",
-    "ssl": "fine-tuned (self-supervised MPM pretraining)",
-    "ssl_cls": "fine-tuned (MPM pretraining, class attention at the head's lr)",
+PRETRAINING = {  # backbone -> the experiment that pretrains it
+    "supervised": "pretrain_supervised",
+    "mpm": "pretrain_mpm",
+    "contrastive": "pretrain_contrastive",
+    "cls_mpm": "pretrain_cls_mpm",
 }
-# the pretrained backbone each fine-tuning method starts from, and its extra settings
-BACKBONE = {"supervised": "supervised", "ssl": "ssl", "ssl_cls": "ssl"}
-EXTRA = {"ssl_cls": ["task.head_lr_modules=[head,cls_blocks,cls_token,norm]"]}
-LABELS = "[label_QCD,label_Tbqq]"
+METHODS = {
+    "scratch": "from scratch (lr tuned on validation)",
+    "supervised": "fine-tuned: supervised pretraining",
+    "mpm": "fine-tuned: masked particle modelling (MPMv2)",
+    "contrastive": "fine-tuned: contrastive (JetCLR-style)",
+    "cls_mpm": "fine-tuned: classification + MPM",
+    **{f"probe_{b}": f"linear probe: {b} backbone" for b in ("random", *PRETRAINING)},
+}
+FIELDS = ["method", "budget", "seed", "lr", "steps", "optimizer_steps", "val_auc", "auc", "rej50", "rej30",
+          "seconds"]  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    parser.add_argument("--labelled", required=True, help="top/QCD pool the budgets are drawn from (ROOT)")
-    parser.add_argument("--val", required=True, help="top/QCD validation file(s), comma-separated")
-    parser.add_argument("--test", required=True, help="top/QCD test file(s), comma-separated")
-    parser.add_argument("--pretrain", required=True, help="multi-class training file(s) for pretraining")
-    parser.add_argument("--pretrain-val", required=True, help="multi-class validation file(s)")
-    parser.add_argument("--out", default="study", help="study directory")
+    parser.add_argument("--data", default="data/study", help="directory of scripts/make_study_data.py")
+    parser.add_argument("--out", default="studies/pretraining", help="results, table and plot")
+    parser.add_argument("--runs", default=None, help="run directories (default: <data>/runs)")
     parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 5000, 20000])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[3, 3, 1], help="seeds per budget")
-    parser.add_argument("--epochs", type=int, nargs="+", default=[6, 2, 2], help="epochs per budget")
-    parser.add_argument("--pretrain-epochs", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[5, 3, 2], help="seeds per budget")
+    parser.add_argument(
+        "--steps", type=int, nargs="+", default=[400, 800, 1600], help="optimizer steps per budget"
+    )
+    parser.add_argument(
+        "--probe-seeds", type=int, nargs="+", default=[2, 1, 1], help="probe seeds per budget"
+    )
+    parser.add_argument("--scratch-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3])
+    parser.add_argument("--finetune-lr", type=float, default=2e-4, help="backbone lr (head x5)")
+    parser.add_argument("--probe-lr", type=float, default=1e-3, help="the probe's head lr")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--max-particles", type=int, default=32, help="features.max_particles")
-    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each then uses one thread)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the table and plot")
     args = parser.parse_args(argv)
-    if not len(args.budgets) == len(args.seeds) == len(args.epochs):
-        parser.error("--budgets, --seeds and --epochs need one value each per budget")
+    if not len(args.budgets) == len(args.seeds) == len(args.steps) == len(args.probe_seeds):
+        parser.error("--budgets, --seeds, --steps and --probe-seeds need one value each per budget")
+    if len(args.scratch_lrs) < 3:
+        parser.error("--scratch-lrs: give at least three learning rates to choose from")
     return args
 
 
-def files(text: str) -> str:
-    return "[" + ",".join(str(Path(p).resolve()) for p in text.split(",")) + "]"
+class Study:
+    def __init__(self, args):
+        self.args = args
+        self.data = Path(args.data).resolve()
+        self.out = Path(args.out)
+        self.runs = Path(args.runs).resolve() if args.runs else self.data / "runs"
+        self.results = self.out / "results.csv"
+        self.lock = threading.Lock()
 
+    # --- one jettag-train run -------------------------------------------------------------------
+    def train(self, overrides: list[str], run_dir: Path) -> float:
+        start = time.perf_counter()
+        command = ["jettag-train", *overrides, f"hydra.run.dir={run_dir}"]
+        env = dict(os.environ)
+        if self.args.jobs > 1:  # several runs at once: one thread each
+            env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_path = run_dir / "train.log"
+        with open(log_path, "w") as log:
+            log.write(" ".join(command) + "\n")
+            log.flush()
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        if result.returncode != 0:
+            raise RuntimeError(f"finetune_study: '{' '.join(command)}' failed; see {log_path}")
+        return time.perf_counter() - start
 
-def common(args) -> list[str]:
-    return [f"features.max_particles={args.max_particles}", f"data.batch_size={args.batch_size}"]
+    def parallel(self, jobs: list) -> list:
+        if self.args.jobs == 1:
+            return [job() for job in jobs]
+        with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
+            return list(pool.map(lambda job: job(), jobs))
 
+    # --- pretraining ------------------------------------------------------------------------------
+    def backbone(self, name: str) -> Path:
+        return self.runs / "pretrain" / name / "checkpoints" / "best.ckpt"
 
-def run_train(overrides: list[str], run_dir: Path, log_path: Path, threads: int | None) -> float:
-    start = time.perf_counter()
-    command = ["jettag-train", *overrides, f"hydra.run.dir={run_dir}"]
-    env = dict(os.environ)
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        log.write(" ".join(command) + "\n")
-        log.flush()
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if result.returncode != 0:
-        raise RuntimeError(f"finetune_study: '{' '.join(command)}' failed; see {log_path}")
-    return time.perf_counter() - start
+    def pretrain(self, needed: set[str]) -> None:
+        files = [f"data.train_files=[{self.data}/pretrain/multi_[0-9]*.root]",
+                 f"data.val_files=[{self.data}/pretrain/multi_val.root]"]  # fmt: skip
+        jobs = []
+        for name in sorted(needed):
+            if self.backbone(name).is_file():
+                continue
+            run_dir = self.runs / "pretrain" / name
 
+            def job(name=name, run_dir=run_dir):
+                print(f"pretraining {name} ({PRETRAINING[name]})", flush=True)
+                seconds = self.train([f"experiment={PRETRAINING[name]}", *files], run_dir)
+                with self.lock:
+                    append(self.out / "pretraining.csv", {"backbone": name, "experiment": PRETRAINING[name],
+                                                          "seconds": round(seconds)})  # fmt: skip
+                print(f"pretraining {name} done in {seconds:.0f} s", flush=True)
 
-def parallel(jobs: list, args) -> list:
-    """Run the (callable, ...) jobs, `args.jobs` at a time; their results in order."""
-    if args.jobs == 1:
-        return [job() for job in jobs]
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        return list(pool.map(lambda job: job(), jobs))
+            jobs.append(job)
+        self.parallel(jobs)
 
+    # --- the labelled budgets ---------------------------------------------------------------------
+    def subset(self, n: int, seed: int) -> Path:
+        """The first n jets of a seed-fixed permutation of the pool, as a ROOT file (written once)."""
+        path = self.data / "subsets" / f"labelled_{n}_seed{seed}.root"
+        if path.is_file():
+            return path
+        from jettag.generate.writer import write_jetclass_root
 
-def threads(args) -> int | None:
-    # several runs at once: one thread each (2 cores, 2 runs) beats two runs fighting for threads
-    return 1 if args.jobs > 1 else None
+        pool = sorted((self.data / "topqcd").glob("pool_*.root"))
+        arrays = ak.concatenate([uproot.open(p)["tree"].arrays(library="ak") for p in pool])
+        if n > len(arrays):
+            sys.exit(f"finetune_study: the labelled pool has {len(arrays)} jets, fewer than the budget {n}.")
+        chosen = arrays[np.random.default_rng(seed).permutation(len(arrays))[:n]]
+        columns = {name: chosen[name] for name in chosen.fields}
+        columns = {k: (v if v.ndim > 1 else ak.to_numpy(v)) for k, v in columns.items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.stem + ".partial.root")
+        write_jetclass_root(partial, columns, compression="zlib", aux="aux_genpart_pt" in columns)
+        os.replace(partial, path)
+        return path
 
-
-def pretrain(args, out: Path) -> dict[str, Path]:
-    """The supervised and self-supervised pretrained backbones (trained once, reused)."""
-    data = [f"data.train_files={files(args.pretrain)}", f"data.val_files={files(args.pretrain_val)}"]
-    backbones, jobs = {}, []
-    needed = {BACKBONE[m] for m in args.methods if m in BACKBONE}
-    for method, experiment in (("supervised", "pretrain_supervised"), ("ssl", "pretrain_mpm")):
-        if method not in needed:
-            continue
-        run_dir = out / "pretrain" / method
-        checkpoint = run_dir / "checkpoints" / "best.ckpt"
-        backbones[method] = checkpoint
-        if checkpoint.is_file():
-            continue
-        overrides = [
-            f"experiment={experiment}",
-            *data,
-            *common(args),
-            f"trainer.max_epochs={args.pretrain_epochs}",
+    def common(self, budget: int, seed: int, steps: int) -> list[str]:
+        d = self.data
+        return [
+            f"data.train_files=[{self.subset(budget, seed)}]",
+            f"data.val_files=[{d}/topqcd/val.root]",
+            f"data.test_files=[{d}/topqcd/test_*.root]",
+            f"trainer.max_steps={steps}",
+            f"trainer.val_check_interval={max(steps // 20, 1)}",
+            f"seed={seed}",
         ]
 
-        def job(overrides=overrides, run_dir=run_dir, method=method, experiment=experiment):
-            print(f"pretraining {method} ({experiment})", flush=True)
-            seconds = run_train(overrides, run_dir, out / f"pretrain_{method}.log", threads(args))
-            (run_dir / "seconds.txt").write_text(f"{seconds:.0f}\n")
-            print(f"pretraining {method} done in {seconds:.0f} s", flush=True)
+    def cell(self, method: str, budget: int, seed: int, steps: int, lr: float, overrides: list[str],
+             name: str | None = None) -> dict:  # fmt: skip
+        run_dir = self.runs / "cells" / (name or f"{method}_{budget}_seed{seed}")
+        print(f"{method}: {budget} labelled jets, seed {seed}, lr {lr:g}, {steps} steps", flush=True)
+        seconds = self.train([*overrides, *self.common(budget, seed, steps)], run_dir)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        row = {"method": method, "budget": budget, "seed": seed, "lr": lr, "steps": steps,
+               "optimizer_steps": metrics.get("optimizer_steps"), "val_auc": metrics.get("best_val_auc"),
+               "auc": metrics["auc"], "rej50": metric(metrics, "rej50"), "rej30": metric(metrics, "rej30"),
+               "seconds": round(seconds)}  # fmt: skip
+        print(f"  AUC {row['auc']:.4f}, Rej50 {row['rej50']:.1f}, Rej30 {row['rej30']:.1f} ({seconds:.0f} s)",
+              flush=True)  # fmt: skip
+        return row
 
-        jobs.append(job)
-    parallel(jobs, args)
-    return backbones
+    def record(self, row: dict) -> None:
+        with self.lock:
+            append(self.results, row)
+            report(self.out)
 
-
-def subset(pool: Path, n: int, seed: int, out: Path) -> Path:
-    """The first n jets of a seed-fixed permutation of the pool, as a ROOT file (written once)."""
-    path = out / "subsets" / f"labelled_{n}_seed{seed}.root"
-    if path.is_file():
-        return path
-    from jettag.generate.writer import write_jetclass_root
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = uproot.open(pool)["tree"].arrays(library="ak")
-    if n > len(arrays):
-        sys.exit(
-            f"finetune_study: the labelled pool {pool} has {len(arrays)} jets, fewer than the budget {n}."
+    def scratch_lr(self, budget: int, steps: int, rows: list[dict]) -> float:
+        """The lr of the best validation AUC at this budget (seed 0), running the missing candidates."""
+        tried = {
+            float(r["lr"]): r for r in rows if r["method"] == "scratch_lr" and int(r["budget"]) == budget
+        }
+        for lr in self.args.scratch_lrs:
+            if lr in tried:
+                continue
+            row = self.cell("scratch_lr", budget, 0, steps, lr,
+                            ["experiment=study_scratch", f"task.optimizer.lr={lr}"],
+                            name=f"scratch_lr{lr:g}_{budget}")  # fmt: skip
+            self.record(row)
+            tried[lr] = row
+        best = max(self.args.scratch_lrs, key=lambda lr: float(tried[lr]["val_auc"]))
+        print(
+            f"scratch at {budget}: lr {best:g} (validation AUC {float(tried[best]['val_auc']):.4f})",
+            flush=True,
         )
-    order = np.random.default_rng(seed).permutation(len(arrays))[:n]
-    chosen = arrays[order]
-    columns = {name: chosen[name] for name in chosen.fields}
-    columns = {k: (v if v.ndim > 1 else ak.to_numpy(v)) for k, v in columns.items()}
-    write_jetclass_root(path, columns, compression="zlib", aux="aux_genpart_pt" in columns)
-    return path
+        return best
+
+    def run(self) -> None:
+        a = self.args
+        probes = [m for m in a.methods if m.startswith("probe_")]
+        needed = {m for m in a.methods if m in PRETRAINING} | {m[6:] for m in probes if m != "probe_random"}
+        self.pretrain(needed)
+        done = {(r["method"], int(r["budget"]), int(r["seed"])) for r in read(self.results)}
+        for budget, n_seeds, steps, n_probe in zip(a.budgets, a.seeds, a.steps, a.probe_seeds, strict=True):
+            jobs = []
+            if "scratch" in a.methods:
+                lr = self.scratch_lr(budget, steps, read(self.results))
+                for seed in range(n_seeds):
+                    if ("scratch", budget, seed) in done:
+                        continue
+                    if seed == 0:  # the selection run of the chosen lr is seed 0's run
+                        chosen = [r for r in read(self.results) if r["method"] == "scratch_lr"
+                                  and int(r["budget"]) == budget and float(r["lr"]) == lr]  # fmt: skip
+                        self.record({**chosen[0], "method": "scratch"})
+                        continue
+                    overrides = ["experiment=study_scratch", f"task.optimizer.lr={lr}"]
+                    jobs.append(self.job("scratch", budget, seed, steps, lr, overrides))
+            for method in a.methods:
+                if method in PRETRAINING:
+                    for seed in range(n_seeds):
+                        if (method, budget, seed) not in done:
+                            overrides = ["experiment=study_finetune", f"task.backbone={self.backbone(method)}",
+                                         f"task.optimizer.lr={a.finetune_lr}"]  # fmt: skip
+                            jobs.append(self.job(method, budget, seed, steps, a.finetune_lr, overrides))
+                if method.startswith("probe_"):
+                    source = method[6:]
+                    backbone = "random" if source == "random" else self.backbone(source)
+                    for seed in range(n_probe):
+                        if (method, budget, seed) not in done:
+                            overrides = ["experiment=study_finetune", f"task.backbone={backbone}",
+                                         "task.freeze_backbone=true", f"task.optimizer.lr={a.probe_lr}",
+                                         "task.head_lr_factor=1.0", "task.schedule.freeze_steps=0",
+                                         "task.schedule.ramp_steps=0"]  # fmt: skip
+                            jobs.append(self.job(method, budget, seed, steps, a.probe_lr, overrides))
+            self.parallel(jobs)
+
+    def job(self, method, budget, seed, steps, lr, overrides):
+        return lambda: self.record(self.cell(method, budget, seed, steps, lr, overrides))
 
 
-def run_all(args, out: Path) -> None:
-    backbones = pretrain(args, out)
-    results = out / "results.csv"
-    done = {(r["method"], int(r["budget"]), int(r["seed"])) for r in read_results(results)}
-    data = [
-        f"data.val_files={files(args.val)}",
-        f"data.test_files={files(args.test)}",
-        f"data.labels={LABELS}",
-    ]
-    lock = threading.Lock()
-    jobs = []
-    # cheapest first: the small budgets of every method before the large ones
-    for budget, n_seeds, epochs in zip(args.budgets, args.seeds, args.epochs, strict=True):
-        for seed in range(n_seeds):
-            train = subset(Path(args.labelled), budget, seed, out)
-            for method in args.methods:
-                if (method, budget, seed) in done:
-                    continue
-                if method == "scratch":
-                    task = ["experiment=sample_part_small"]
-                else:
-                    backbone = backbones[BACKBONE[method]].resolve()
-                    task = ["experiment=finetune_part", f"task.backbone={backbone}", *EXTRA.get(method, [])]
-                run_dir = (out / "runs" / f"{method}_{budget}_seed{seed}").resolve()
-                overrides = [*task, f"data.train_files=[{train.resolve()}]", *data, *common(args),
-                             f"trainer.max_epochs={epochs}", f"seed={seed}"]  # fmt: skip
-
-                def job(overrides=overrides, run_dir=run_dir, method=method, budget=budget, seed=seed,
-                        epochs=epochs):  # fmt: skip
-                    print(f"{method}: {budget} labelled jets, seed {seed}, {epochs} epochs", flush=True)
-                    seconds = run_train(
-                        overrides, run_dir, run_dir.parent / f"{run_dir.name}.log", threads(args)
-                    )
-                    metrics = json.loads((run_dir / "metrics.json").read_text())
-                    row = {"method": method, "budget": budget, "seed": seed, "epochs": epochs,
-                           "auc": metrics["auc"], "rej50": rej50(metrics), "seconds": round(seconds)}  # fmt: skip
-                    with lock:
-                        append_result(results, row)
-                        report(out)
-                    print(f"{method} {budget} seed {seed}: AUC {row['auc']:.4f}, Rej50 {row['rej50']:.1f} "
-                          f"({seconds:.0f} s)", flush=True)  # fmt: skip
-
-                jobs.append(job)
-    parallel(jobs, args)
-
-
-def rej50(metrics: dict) -> float:
-    value = metrics.get("rej50")
+def metric(metrics: dict, key: str) -> float:
+    value = metrics.get(key)
     if value is None:  # infinite rejections are stored as null (see metrics.json "nonfinite_values")
-        return float(metrics.get("nonfinite_values", {}).get("rej50", math.inf))
+        return float(metrics.get("nonfinite_values", {}).get(key, math.inf))
     return float(value)
 
 
-def read_results(path: Path) -> list[dict]:
+def read(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path) as f:
         return list(csv.DictReader(f))
 
 
-def append_result(path: Path, row: dict) -> None:
+def append(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.is_file()
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(row))
@@ -233,47 +284,56 @@ def append_result(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarize(rows: list[dict]) -> list[dict]:
-    """mean and std (over seeds; 0 for one seed) of AUC and Rej50 per method and budget."""
+    """Mean and std over seeds of AUC, Rej50 and Rej30 per method and budget."""
     table = []
-    budgets = sorted({int(r["budget"]) for r in rows})
-    for budget in budgets:
+    for budget in sorted({int(r["budget"]) for r in rows}):
         for method in METHODS:
             sel = [r for r in rows if r["method"] == method and int(r["budget"]) == budget]
             if not sel:
                 continue
-            auc = np.array([float(r["auc"]) for r in sel])
-            rej = np.array([float(r["rej50"]) for r in sel])
-            table.append({
-                "budget": budget, "method": method, "seeds": len(sel), "epochs": int(sel[0]["epochs"]),
-                "auc_mean": auc.mean(), "auc_std": auc.std(ddof=1) if len(sel) > 1 else 0.0,
-                "rej50_mean": rej.mean(), "rej50_std": rej.std(ddof=1) if len(sel) > 1 else 0.0,
-                "seconds_mean": np.mean([float(r["seconds"]) for r in sel]),
-            })  # fmt: skip
+            entry = {"budget": budget, "method": method, "seeds": len(sel), "lr": float(sel[0]["lr"]),
+                     "steps": int(sel[0]["steps"])}  # fmt: skip
+            for key in ("auc", "rej50", "rej30"):
+                entry[f"{key}_mean"], entry[f"{key}_std"] = mean_std([float(r[key]) for r in sel])
+            entry["seconds_mean"] = float(np.mean([float(r["seconds"]) for r in sel]))
+            table.append(entry)
     return table
 
 
 def report(out: Path) -> list[dict]:
-    table = summarize(read_results(out / "results.csv"))
+    rows = read(out / "results.csv")
+    table = summarize(rows)
     if not table:
         return table
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()
         for row in table:
-            writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()})
-    lines = ["| labelled jets | training | seeds | epochs | AUC | Rej50 | gain in Rej50 vs scratch |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+            writer.writerow({k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in row.items()})
     scratch = {r["budget"]: r for r in table if r["method"] == "scratch"}
+    lines = ["| labelled jets | training | seeds | AUC | Rej50 | Rej30 | Rej50 / scratch |",
+             "|---:|---|---:|---|---|---|---:|"]  # fmt: skip
     for r in table:
         base = scratch.get(r["budget"])
         gain = (
-            "" if base is None or r["method"] == "scratch" else f"x{r['rej50_mean'] / base['rej50_mean']:.2f}"
+            "" if base is None or r["method"] == "scratch" else f"{r['rej50_mean'] / base['rej50_mean']:.2f}"
         )
         lines.append(
-            f"| {r['budget']:,} | {METHODS[r['method']]} | {r['seeds']} | {r['epochs']} | "
-            f"{r['auc_mean']:.4f} +- {r['auc_std']:.4f} | {r['rej50_mean']:.1f} +- {r['rej50_std']:.1f} | {gain} |"
+            f"| {r['budget']:,} | {METHODS[r['method']]} | {r['seeds']} | {r['auc_mean']:.4f} +- {r['auc_std']:.4f} "
+            f"| {r['rej50_mean']:.1f} +- {r['rej50_std']:.1f} | {r['rej30_mean']:.1f} +- {r['rej30_std']:.1f} | {gain} |"
         )
+    total = sum(float(r["seconds"]) for r in rows) + sum(
+        float(r["seconds"]) for r in read(out / "pretraining.csv")
+    )
+    lines.append("")
+    lines.append(f"{len(rows)} runs and {len(read(out / 'pretraining.csv'))} pretraining runs so far, "
+                 f"{total / 3600:.1f} h of wall time in all (2 cores).")  # fmt: skip
     (out / "table.md").write_text("\n".join(lines) + "\n")
     plot(table, out)
     return table
@@ -285,36 +345,40 @@ def plot(table: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for method, label in METHODS.items():
-        rows = [r for r in table if r["method"] == method]
-        if rows:
-            ax.errorbar([r["budget"] for r in rows], [r["rej50_mean"] for r in rows],
-                        yerr=[r["rej50_std"] for r in rows], marker="o", capsize=3, label=label)  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("labelled top/QCD training jets")
-    ax.set_ylabel("background rejection at 50% signal efficiency")
-    ax.set_title("small ParT on generated top vs QCD jets")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for ax, probes in zip(axes, (False, True), strict=True):
+        for method, label in METHODS.items():
+            if method.startswith("probe_") != probes and method != "scratch":
+                continue
+            rows = [r for r in table if r["method"] == method]
+            if rows:
+                ax.errorbar([r["budget"] for r in rows], [r["rej50_mean"] for r in rows],
+                            yerr=[r["rej50_std"] for r in rows], marker="o", capsize=3, label=label)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("labelled top/QCD training jets")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        ax.set_title("linear probes (frozen backbone)" if probes else "fine-tuned and from scratch")
+    axes[0].set_ylabel("background rejection at 50% signal efficiency")
     fig.tight_layout()
-    for suffix in ("png", "pdf"):
-        fig.savefig(out / f"rej50_vs_budget.{suffix}")
+    fig.savefig(out / "rej50_vs_budget.png", dpi=120)
     plt.close(fig)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    study = Study(args)
+    study.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if not args.report_only:
-        run_all(args, out)
-    table = report(out)
+        study.run()
+    table = report(study.out)
     if table:
-        print((out / "table.md").read_text())
-        print(f"wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'rej50_vs_budget.png'}")
+        print((study.out / "table.md").read_text())
+        print(
+            f"wrote {study.out / 'table.md'}, {study.out / 'table.csv'}, {study.out / 'rej50_vs_budget.png'}"
+        )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ backbone gets no gradient (AdamW's moments and weight decay leave it alone) and 
 that it trains as usual. The defaults (no warm-up, no freeze, constant) are the ParT paper's recipe:
 backbone lr 1e-4, head x50, no scheduler.
 
+`task.backbone=random` keeps the model as initialised (the seed's): with `freeze_backbone`, the
+linear probe of a random backbone, the baseline a pretrained backbone's probe is compared with.
+
 `freeze_backbone` trains only the head and the `head_lr_modules` (a linear probe): the backbone stays
 in eval mode throughout, so dropout is off and batch-norm statistics do not move.
 `freeze_batchnorm` keeps every batch-norm layer of the backbone in eval mode while the rest trains:
@@ -57,6 +60,7 @@ log = logging.getLogger(__name__)
 # weaver-core trains these; its files of other models do not exist
 WEAVER_MODELS = (ParticleTransformer, ParticleNet)
 SHOWN_COLUMNS = 3  # columns named in a feature-order message
+RANDOM_BACKBONE = "random"  # task.backbone=random: keep the initialisation (a random backbone's probe)
 
 
 def read_backbone(source: str | Path) -> tuple[Mapping | None, Path]:
@@ -226,8 +230,11 @@ class FineTuner(JetClassifier):
                 "task.backbone is not set; give the pretrained model, e.g. task.backbone=runs/pre/checkpoints/"
                 "last.ckpt (a jettag checkpoint) or task.backbone=ParT_kin.pt (weaver-core weights)."
             )
-        loaded = load_backbone(model, backbone, feature_names)
-        log.info("backbone: %d tensors loaded from %s", len(loaded), backbone)
+        if backbone == RANDOM_BACKBONE:  # the untrained model: the baseline of a linear probe
+            log.info("backbone: random, as initialised (task.backbone=%s)", RANDOM_BACKBONE)
+        else:
+            loaded = load_backbone(model, backbone, feature_names)
+            log.info("backbone: %d tensors loaded from %s", len(loaded), backbone)
         model.reset_head(len(self.class_names) or model.num_classes)  # the new classes' head
         if self.freeze_backbone:
             for name, param in model.named_parameters():

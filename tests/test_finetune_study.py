@@ -1,0 +1,131 @@
+"""scripts/finetune_study.py: every cell planned as the issue asks (budgets, seeds, the same steps and
+early stopping for every method, the from-scratch lr chosen on validation, probes), resumable cell by
+cell, and a table whose means and spreads are those of the results file. `jettag-train` is replaced by a
+stand-in that writes the metrics a run would; the real runs are what the study itself measures."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def study_module():
+    spec = importlib.util.spec_from_file_location("finetune_study", ROOT / "scripts" / "finetune_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_runs(monkeypatch, module, calls: list, fail_after: int | None = None):
+    """Replace jettag-train: record the overrides, write metrics.json (validation AUC depends on the lr)."""
+
+    def train(self, overrides, run_dir):
+        if fail_after is not None and len(calls) >= fail_after:
+            raise KeyboardInterrupt  # the sitting ends
+        calls.append(list(overrides))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        values = dict(o.split("=", 1) for o in overrides if "=" in o)
+        if values.get("experiment", "").startswith("pretrain_"):
+            (run_dir / "checkpoints").mkdir(exist_ok=True)
+            (run_dir / "checkpoints" / "best.ckpt").write_text("")
+            return 1.0
+        lr = float(values.get("task.optimizer.lr", 1e-3))
+        seed = int(values["seed"])
+        val_auc = 0.9 - abs(np.log10(lr) + 3)  # best at lr 1e-3
+        metrics = {"auc": 0.95 + 0.001 * seed, "rej50": 20.0 + seed, "rej30": 60.0 + seed,
+                   "best_val_auc": val_auc, "optimizer_steps": int(values["trainer.max_steps"])}  # fmt: skip
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        return 2.0
+
+    monkeypatch.setattr(module.Study, "train", train)
+    monkeypatch.setattr(module, "plot", lambda table, out: None)  # drawn once per cell; tested below
+    monkeypatch.setattr(
+        module.Study, "subset", lambda self, n, seed: Path(f"/pool/labelled_{n}_seed{seed}.root")
+    )
+
+
+def run_study(module, tmp_path, extra=()):
+    args = module.parse_args(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                              "--budgets", "1000", "5000", "--seeds", "5", "3", "--steps", "400", "800",
+                              "--probe-seeds", "2", "1", *extra])  # fmt: skip
+    module.Study(args).run()
+    return module.read(tmp_path / "out" / "results.csv")
+
+
+def test_every_cell_is_planned_with_the_same_steps_and_early_stopping(study_module, tmp_path, monkeypatch):
+    calls = []
+    fake_runs(monkeypatch, study_module, calls)
+    rows = run_study(study_module, tmp_path)
+    pretrain = [c for c in calls if c[0].startswith("experiment=pretrain_")]
+    assert sorted(c[0] for c in pretrain) == ["experiment=pretrain_cls_mpm", "experiment=pretrain_contrastive",
+                                              "experiment=pretrain_mpm", "experiment=pretrain_supervised"]  # fmt: skip
+    cells = {(r["method"], int(r["budget"]), int(r["seed"])) for r in rows}
+    finetuned = ["supervised", "mpm", "contrastive", "cls_mpm"]
+    for budget, seeds, probes in ((1000, 5, 2), (5000, 3, 1)):
+        for method in ["scratch", *finetuned]:
+            assert {s for m, b, s in cells if m == method and b == budget} == set(range(seeds))
+        for probe in ["random", *finetuned]:
+            assert {s for m, b, s in cells if m == f"probe_{probe}" and b == budget} == set(range(probes))
+        # three learning rates tried from scratch at seed 0
+        assert {float(r["lr"]) for r in rows if r["method"] == "scratch_lr" and int(r["budget"]) == budget} == {
+            3e-4, 1e-3, 3e-3}  # fmt: skip
+    # the lr of the best validation AUC is the from-scratch lr of every seed
+    assert {float(r["lr"]) for r in rows if r["method"] == "scratch"} == {1e-3}
+    runs = [c for c in calls if not c[0].startswith("experiment=pretrain_")]
+    for call in runs:
+        values = dict(o.split("=", 1) for o in call)
+        budget = int(values["data.train_files"].split("_")[1])
+        steps = {1000: 400, 5000: 800}[budget]
+        assert values["trainer.max_steps"] == str(steps) and values["trainer.val_check_interval"] == str(
+            steps // 20
+        )
+        assert values["experiment"] in ("study_scratch", "study_finetune")
+    probes = [c for c in runs if "task.freeze_backbone=true" in c]
+    assert len(probes) == 5 * (2 + 1) and any("task.backbone=random" in c for c in probes)
+
+
+def test_a_rerun_skips_the_cells_already_there(study_module, tmp_path, monkeypatch):
+    calls = []
+    fake_runs(monkeypatch, study_module, calls, fail_after=12)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study_module, tmp_path)
+    first = study_module.read(tmp_path / "out" / "results.csv")
+    assert 0 < len(first) < 12
+    calls_after = []
+    fake_runs(monkeypatch, study_module, calls_after)
+    rows = run_study(study_module, tmp_path)
+    # nothing twice, and the pretraining runs whose checkpoint exists are not run again
+    keys = [(r["method"], r["budget"], r["seed"], r["lr"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    assert not [c for c in calls_after if c[0].startswith("experiment=pretrain_")]
+    assert (
+        len(calls) + len(calls_after) == len(rows) - 2 + 4
+    )  # seed 0 of scratch reuses its lr run; 4 pretrainings
+
+
+def test_table_means_and_spreads(study_module, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = [{"method": "scratch", "budget": 1000, "seed": s, "lr": 1e-3, "steps": 400, "optimizer_steps": 400,
+             "val_auc": 0.9, "auc": a, "rej50": r, "rej30": 3 * r, "seconds": 10}
+            for s, (a, r) in enumerate([(0.90, 10.0), (0.92, 14.0), (0.94, 18.0)])]  # fmt: skip
+    rows += [{**rows[0], "method": "contrastive", "seed": 0, "rej50": 24.0, "auc": 0.95}]
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    table = study_module.report(out)
+    scratch = next(r for r in table if r["method"] == "scratch")
+    assert scratch["rej50_mean"] == pytest.approx(14.0) and scratch["rej50_std"] == pytest.approx(4.0)
+    assert scratch["auc_mean"] == pytest.approx(0.92) and scratch["auc_std"] == pytest.approx(0.02)
+    text = (out / "table.md").read_text()
+    assert "14.0 +- 4.0" in text and "| 1.71 |" in text  # 24 / 14
+    assert (out / "rej50_vs_budget.png").is_file()
