@@ -31,6 +31,19 @@ from jettag.tasks import JetClassifier
 log = logging.getLogger("jettag.train")
 
 
+def build_task(task_cfg: DictConfig, model, datamodule) -> L.LightningModule:
+    """The task of `task_cfg` training `model` on the data of `datamodule`: its class names and
+    background, and for the tasks that take `features` (pretraining recomputes input features) its
+    feature set with the numbers fitted on the training data."""
+    extra = {}
+    if "features" in task_parameters(task_cfg):
+        extra["features"] = datamodule.features
+    # the objects are passed to the partial, not to instantiate: Hydra would turn the feature set (a
+    # dataclass) into a config node
+    factory = hydra.utils.instantiate(task_cfg, _partial_=True)
+    return factory(model=model, class_names=datamodule.class_names, background=datamodule.background, **extra)
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, test, report; returns the best validation AUC (the metric sweeps optimize)."""
     check_required(cfg, "data")
@@ -42,12 +55,7 @@ def train(cfg: DictConfig) -> float | None:
     model = build_model(
         cfg.model, features.num_features, datamodule.num_classes, feature_names=features.names
     )
-    extra = {}
-    if "features" in task_parameters(cfg.task):  # pretraining recomputes features: the fitted set
-        extra["features"] = datamodule.features
-    task = hydra.utils.instantiate(
-        cfg.task, model=model, class_names=datamodule.class_names, background=datamodule.background, **extra
-    )
+    task = build_task(cfg.task, model, datamodule)
     if datamodule.label_spec is None and isinstance(task, JetClassifier):
         raise ConfigError(
             "data.labels is null (unlabelled jets), but task "

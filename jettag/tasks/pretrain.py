@@ -196,7 +196,8 @@ class MaskedParticlePretrainer(PretrainingTask):
         batch_size, n = mask.shape
         rank = torch.arange(n, device=x.device).clamp_max(self.max_rank - 1)
         seq = self.placeholder.expand(batch_size, n, -1).clone()
-        seq[mask & ~masked] = self.encoder_to_decoder(tokens[visible])  # the same particle order
+        # the same particle order; in the placeholders' dtype (autocast gives the Linear's output in bf16)
+        seq[mask & ~masked] = self.encoder_to_decoder(tokens[visible]).to(seq.dtype)
         seq = seq + self.rank(rank)
         jet_token = self.jet_to_decoder(jet) + self.rank.weight[self.max_rank]
         seq = torch.cat([jet_token[:, None], seq], 1)

@@ -32,11 +32,15 @@ def warmup_cosine(
     optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.05, final_factor: float = 0.01
 ) -> LambdaLR:
     """Linear warm-up over `warmup_fraction` of the steps, then a cosine from 1 down to `final_factor`
-    at the last step (the pretraining recipes' schedule)."""
+    at the last step (the pretraining recipes' schedule).
+
+    Optimizer step s (0 for the first) of a run of T steps trains with lr x (s + 1) / W while s < W,
+    with W = max(int(warmup_fraction T), 1) warm-up steps, then with lr x final_factor + (1 - final_factor)
+    (1 + cos(pi (s - W) / (T - 1 - W))) / 2: 1 at step W, `final_factor` at the last step T - 1."""
     if not 0 <= warmup_fraction < 1:
         raise ConfigError(f"task.scheduler.warmup_fraction={warmup_fraction} must lie in [0, 1).")
     warmup = max(int(warmup_fraction * total_steps), 1)
-    span = max(total_steps - warmup, 1)
+    span = max(total_steps - 1 - warmup, 1)  # the last step, T - 1, ends the cosine
 
     def factor(step: int) -> float:
         if step < warmup:

@@ -33,6 +33,7 @@ from jettag.paths import config_dir
 from jettag.pipeline import with_run_data
 
 BEFORE = Path(__file__).parent / "configs_before_issue14"
+REWRITTEN = {"pretrain_mpm", "pretrain_supervised"}  # experiments rewritten on purpose after issue 14
 # Trainer arguments that are jettag's groups, not trainer keys
 FROM_GROUPS = {"callbacks", "logger"}
 # jettag's own values (each explained in configs/trainer/default.yaml); the others are Lightning's defaults
@@ -73,7 +74,9 @@ def test_train_defaults_are_the_no_argument_run_and_compose_as_before(tmp_path):
     before = tmp_path / "configs"
     shutil.copytree(config_dir(), before)
     shutil.copytree(BEFORE, before, dirs_exist_ok=True)
-    experiments = sorted(p.stem for p in (BEFORE / "experiment").glob("*.yaml"))
+    # the pretraining experiments were rewritten since (MPMv2, the pretraining set): what they compose to
+    # is checked in test_pretrain_finetune.py
+    experiments = sorted(p.stem for p in (BEFORE / "experiment").glob("*.yaml") if p.stem not in REWRITTEN)
     cases = [(), *((f"experiment={name}",) for name in experiments), ("features=kin",), ("data=toplandscape",),
              ("model=particlenet", "trainer=gpu"), ("experiment=jetclass_part", "trainer=ddp")]  # fmt: skip
     old, new = composed(before, cases), composed(config_dir(), cases)

@@ -1,74 +1,223 @@
-"""Smoke runs of the pretraining and fine-tuning experiments through jettag-train on toy files:
-pretrain_mpm writes a checkpoint, finetune_part starts from it (the backbone's tensors, checked
-against the checkpoint) and writes the full report; pretrain_supervised composes as expected;
-task=finetune runs for every model config from a checkpoint of it (one multirun)."""
+"""Pretraining then fine-tuning through jettag-train on toy files: masked particle modelling (MPMv2,
+task=pretrain) and contrastive pretraining (task=contrastive) on files without label branches,
+classification plus MPM (task=pretrain task.classification_weight=1) on labelled files; each writes a
+checkpoint with its objective, and task=finetune starts from each (the backbone's tensors, checked
+against the pretraining checkpoint; a new head). The pretraining experiments compose (and their tasks
+build) as their comments say; task=finetune runs for every model config from a checkpoint of it (one
+multirun)."""
 
 from __future__ import annotations
 
+import csv
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 from helpers import JETCLASS_LABELS, run_cli, toy_jets, write_root
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from test_train_eval import FAST, check_run, files_overrides
+from test_config_keys import call
+from test_train_eval import FAST, files_overrides
 from torch import nn
 
 from jettag.cli import register_resolvers
+from jettag.cli.train import build_task
+from jettag.features.sets import FeatureSet
 from jettag.paths import config_dir
 from jettag.pipeline import build_model
 
-TOP = ["data.labels=[label_QCD,label_Tbqq]", "features.max_particles=32"]
+# a tiny ParT (16 wide, one particle block) for the pretraining and fine-tuning runs alike
+RUN = ["features.max_particles=32", *FAST, "trainer.limit_val_batches=2", "test=false"]
+TINY = ["model.num_layers=1", "model.embed_dims=[16,16]", "model.pair_embed_dims=[8]", *RUN]
+PRETRAINING = ["callbacks.model_checkpoint.monitor=val/loss", "callbacks.model_checkpoint.mode=min",
+               "trainer.log_every_n_steps=1"]  # fmt: skip
+THREE = ("label_QCD", "label_Hbb", "label_Tbqq")
 
 
-@pytest.mark.slow
-def test_pretrain_mpm_then_finetune_part(toy_root_files, tmp_path):
-    pre = tmp_path / "pre"
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def run_dirs(sweep, key: str) -> dict:
+    """{value of the override `key`: run directory} of a multirun."""
+    runs = {}
+    for run_dir in sweep.iterdir():
+        if (run_dir / ".hydra" / "overrides.yaml").is_file():
+            overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+            runs[next(o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}="))] = run_dir
+    return runs
+
+
+def logged(run_dir) -> set[str]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return {key for row in csv.DictReader(f) for key, value in row.items() if value}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> dict:
+    """{objective: run directory} of the three pretraining runs, and the unlabelled files."""
+    base = tmp_path_factory.mktemp("pretrain")
     # self-supervised pretraining reads files that carry no label branches at all
-    files = {}
+    unlabelled, labelled = {}, {}
     for i, split in enumerate(("train", "val")):
-        jets = {k: v for k, v in toy_jets(120, seed=80 + i).items() if not k.startswith("label")}
-        files[split] = write_root(tmp_path / f"unlabelled_{split}.root", jets)
-    result = run_cli("jettag-train", "experiment=pretrain_mpm", *files_overrides(files), "features.max_particles=32",
-                     *FAST, "trainer.limit_val_batches=2", f"hydra.run.dir={pre}")  # fmt: skip
+        jets = toy_jets(120, seed=80 + i, classes=THREE)
+        unlabelled[split] = write_root(base / f"unlabelled_{split}.root",
+                                       {k: v for k, v in jets.items() if not k.startswith("label")})  # fmt: skip
+        labelled[split] = write_root(base / f"labelled_{split}.root", jets)
+    sweep = base / "sweep"
+    result = run_cli("jettag-train", "-m", "task=pretrain,contrastive", *files_overrides(unlabelled),
+                     "data.labels=null", *TINY, *PRETRAINING, f"hydra.sweep.dir={sweep}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    # a classifier cannot train on them: one sentence naming data.labels
-    result = run_cli("jettag-train", *files_overrides({**files, "test": files["val"]}), "data.labels=null", *FAST,
-                     f"hydra.run.dir={tmp_path / 'cls'}")  # fmt: skip
-    assert result.returncode == 2 and "data.labels is null" in result.stderr, result.stderr[-2000:]
-    checkpoint = pre / "checkpoints" / "best.ckpt"
-    assert checkpoint.is_file() and not (pre / "metrics.json").exists()  # nothing to test
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    assert any(k.startswith("decoder.") for k in state) and "mask_value" in state
-    # jettag-eval evaluates classifiers: a checkpoint trained without labels is one sentence
-    result = run_cli("jettag-eval", f"run_dir={pre}", "trainer.accelerator=cpu")
-    assert result.returncode == 2 and "was trained on unlabelled jets" in result.stderr, result.stderr[-2000:]
+    runs = run_dirs(sweep, "task")
+    assert sorted(runs) == ["contrastive", "pretrain"]
+    cls_mpm = base / "cls_mpm"
+    result = run_cli("jettag-train", "task=pretrain", "task.classification_weight=1", *files_overrides(labelled),
+                     f"data.labels=[{','.join(THREE)}]", *TINY, *PRETRAINING, f"hydra.run.dir={cls_mpm}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {
+        "mpm": runs["pretrain"],
+        "contrastive": runs["contrastive"],
+        "cls_mpm": cls_mpm,
+        "files": unlabelled,
+    }
 
-    run = tmp_path / "ft"
-    result = run_cli("jettag-train", "experiment=finetune_part", f"task.backbone={checkpoint}",
-                     "task.freeze_backbone=true", *files_overrides(toy_root_files), *TOP, *FAST,
-                     f"hydra.run.dir={run}")  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    check_run(run, ["label_QCD", "label_Tbqq"])
-    # a linear probe: after its training steps the backbone is still the pretrained one, bit for bit
-    tuned = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)[
-        "state_dict"
+
+def test_pretraining_checkpoints(pretrained):
+    expected = {
+        "mpm": (
+            "masked particle modelling (MPMv2)",
+            ["unlabelled"],
+            ("decoder.", "placeholder", "rank.weight"),
+        ),
+        "contrastive": ("contrastive (NT-Xent)", ["unlabelled"], ("projection.",)),
+        "cls_mpm": (
+            "masked particle modelling (MPMv2) + classification",
+            list(THREE),
+            ("decoder.", "placeholder"),
+        ),
+    }
+    for name, (objective, class_names, task_keys) in expected.items():
+        run = pretrained[name]
+        assert not (run / "metrics.json").exists(), name  # nothing to test: the checkpoint is the product
+        checkpoint = load(run / "checkpoints" / "best.ckpt")
+        record, state = checkpoint["jettag"], checkpoint["state_dict"]
+        assert record["objective"] == objective and record["class_names"] == class_names, name
+        assert record["config"]["callbacks"]["model_checkpoint"]["monitor"] == "val/loss"
+        for prefix in task_keys:
+            assert any(k.startswith(prefix) for k in state), (name, prefix)
+        assert state["model.head.weight"].shape == (len(class_names), 16)
+        assert "val/loss" in logged(run) and "train/loss" in logged(run)
+        assert checkpoint["callbacks"]  # Lightning's file as usual (resumable)
+    # kinpid inputs: the eight identity classes; the classifier's loss is logged with classification
+    mpm = load(pretrained["mpm"] / "checkpoints" / "best.ckpt")["state_dict"]
+    assert mpm["predict_identity.weight"].shape[0] == 8
+    assert {"val/continuous", "val/identity"} <= logged(pretrained["mpm"])
+    assert "val/classification" not in logged(pretrained["mpm"])
+    assert {"val/classification", "val/identity", "train/classification"} <= logged(pretrained["cls_mpm"])
+    assert {"val/top1", "train/top1"} <= logged(pretrained["contrastive"])
+
+
+def test_unlabelled_runs_refuse_to_classify(pretrained, tmp_path, monkeypatch, capsys):
+    """One sentence (exit 2) each, from jettag-train and jettag-eval run in this process."""
+    files = pretrained["files"]
+    cases = [
+        # a classifier cannot train on files without labels: one sentence naming data.labels
+        ("jettag-train", ["task=classification", *FAST], "data.labels is null"),
+        # masked particle modelling needs a ParT; classification plus MPM needs labels
+        ("jettag-train", ["task=pretrain", "model=pfn", *RUN], "needs a ParticleTransformer"),
+        ("jettag-train", ["task=pretrain", "task.classification_weight=1", *TINY], "needs labels"),
     ]
-    backbone = [k for k in state if k.startswith("model.") and not k.startswith("model.head.")]
-    assert backbone and [k for k in backbone if not torch.equal(tuned[k], state[k])] == []
-    assert tuned["model.head.weight"].shape == (2, 64)
+    for prog, settings, message in cases:
+        status, stderr = call(prog, monkeypatch, capsys, *files_overrides({**files, "test": files["val"]}),
+                              "data.labels=null", *settings, f"hydra.run.dir={tmp_path / 'bad'}")  # fmt: skip
+        assert status == 2 and message in stderr, stderr[-2000:]
+    # jettag-eval evaluates classifiers: a checkpoint trained without labels is one sentence
+    status, stderr = call(
+        "jettag-eval", monkeypatch, capsys, f"run_dir={pretrained['mpm']}", "trainer.accelerator=cpu"
+    )
+    assert status == 2 and "was trained on unlabelled jets" in stderr, stderr[-2000:]
+
+
+def test_finetune_from_each_pretraining_checkpoint(pretrained, toy_root_files, tmp_path):
+    """A linear probe from each checkpoint (one multirun): after its training steps the backbone is
+    still the pretrained one, bit for bit, and the head is new (two classes)."""
+    checkpoints = {
+        name: pretrained[name] / "checkpoints" / "best.ckpt" for name in ("mpm", "contrastive", "cls_mpm")
+    }
+    sweep = tmp_path / "sweep"
+    result = run_cli("jettag-train", "-m", "task=finetune", f"task.backbone={','.join(map(str, checkpoints.values()))}",
+                     "task.freeze_backbone=true", *files_overrides(toy_root_files), "data.labels=[label_QCD,label_Tbqq]", *TINY,
+                     f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = run_dirs(sweep, "task.backbone")
+    assert sorted(runs) == sorted(map(str, checkpoints.values()))
+    for name, path in checkpoints.items():
+        state = load(path)["state_dict"]
+        tuned = load(runs[str(path)] / "checkpoints" / "last.ckpt")
+        assert tuned["jettag"]["config"]["task"]["backbone"] == str(path)
+        tuned = tuned["state_dict"]
+        backbone = [k for k in state if k.startswith("model.") and not k.startswith("model.head.")]
+        assert len(backbone) > 30
+        assert [k for k in backbone if not torch.equal(tuned[k], state[k])] == [], name
+        assert sorted(k for k in tuned if k.startswith("model.")) == sorted(
+            k for k in state if k.startswith("model.")
+        )
+        # the pretraining head had 1 (unlabelled) or 3 classes: the fine-tuned one is new, for 2
+        assert state["model.head.weight"].shape[0] in (1, 3) and tuned["model.head.weight"].shape == (2, 16)
+        assert not any(k.startswith(("decoder.", "projection.", "placeholder")) for k in tuned)
+
+
+def composed(*overrides: str):
+    register_resolvers()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+DATA = ["data.train_files=[a.root]", "data.val_files=[b.root]"]
+
+
+def test_pretraining_experiments_compose_and_build():
+    mpm = composed("experiment=pretrain_mpm", *DATA)
+    clr = composed("experiment=pretrain_contrastive", *DATA)
+    cls_mpm = composed("experiment=pretrain_cls_mpm", *DATA)
+    sup = composed("experiment=pretrain_supervised", *DATA)
+    default = composed("experiment=pretrain_mpm")
+    assert list(default.data.train_files) == ["data/study/pretrain/multi_[0-9]*.root"]  # the pretraining set
+    assert list(default.data.val_files) == ["data/study/pretrain/multi_val.root"]
+    for cfg in (mpm, clr, cls_mpm, sup):
+        assert cfg.test is False and cfg.features.max_particles == 32 and cfg.data.batch_size == 256
+        assert list(cfg.data.train_files) == ["a.root"] and list(cfg.data.test_files) == ["b.root"]
+        assert cfg.model.embed_dims == [64, 256, 64]  # the small ParT
+    for cfg in (mpm, clr, cls_mpm):
+        assert (cfg.callbacks.model_checkpoint.monitor, cfg.callbacks.model_checkpoint.mode) == (
+            "val/loss",
+            "min",
+        )
+        assert cfg.task.scheduler._target_ == "jettag.tasks.warmup_cosine"
+    assert mpm.task._target_ == cls_mpm.task._target_ == "jettag.tasks.MaskedParticlePretrainer"
+    assert clr.task._target_ == "jettag.tasks.ContrastivePretrainer"
+    assert mpm.data.labels is None and clr.data.labels is None and mpm.task.classification_weight == 0
+    assert cls_mpm.task.classification_weight == 1.0 and list(cls_mpm.data.labels) == JETCLASS_LABELS
+    assert sup.task._target_ == "jettag.tasks.JetClassifier" and list(sup.data.labels) == JETCLASS_LABELS
+    assert sup.callbacks.model_checkpoint.monitor == "val/auc"
+    assert (mpm.task.mask_fraction, mpm.task.id_weight) == (0.4, 0.3)
+    assert clr.task.temperature == 0.1 and [list(v) for v in clr.task.views] == [
+        ["rotate", "translate"], ["rotate", "translate", "smear", "split"]]  # fmt: skip
+    # each task builds from its config as jettag-train builds it (the fitted features, the classes)
+    for cfg, class_names in ((mpm, ["unlabelled"]), (clr, ["unlabelled"]), (cls_mpm, JETCLASS_LABELS)):
+        features = FeatureSet.from_config(OmegaConf.to_container(cfg.features, resolve=True))
+        model = build_model(cfg.model, features.num_features, len(class_names), feature_names=features.names)
+        data = SimpleNamespace(features=features, class_names=class_names, background=0)
+        task = build_task(cfg.task, model, data)  # as jettag-train builds it
+        assert task.recompute.features is features and task.class_names == class_names
+        assert type(task).__name__ == cfg.task._target_.rsplit(".", 1)[1]
+        assert task.record_extra()["objective"].startswith(("masked", "contrastive"))
 
 
 def test_pretrain_supervised_and_finetune_compose():
-    register_resolvers()
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        sup = compose("train", overrides=["experiment=pretrain_supervised"])
-        ft = compose("train", overrides=["experiment=finetune_part", "task.freeze_backbone=true"])
-        gradual = compose("train", overrides=["experiment=finetune_gradual", "model=particlenet"])
-    assert sup.task._target_ == "jettag.tasks.JetClassifier" and sup.model.num_layers == 4
-    # jettag-generate --classes all: the ten JetClass labels in JetClass order
-    assert list(sup.data.labels) == JETCLASS_LABELS
+    ft = composed("experiment=finetune_part", "task.freeze_backbone=true")
+    gradual = composed("experiment=finetune_gradual", "model=particlenet")
     assert ft.task._target_ == "jettag.tasks.FineTuner"
     assert (ft.task.optimizer.lr, ft.task.head_lr_factor, ft.task.scheduler) == (1e-4, 50, None)
     assert ft.task.freeze_backbone is True and list(ft.data.labels) == ["label_QCD", "label_Tbqq"]
@@ -109,11 +258,7 @@ def test_finetune_every_model_from_its_checkpoint(toy_root_files, tmp_path):
                      *files_overrides(toy_root_files), *FAST, "features.max_particles=12",
                      f"hydra.sweep.dir={sweep}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = {}
-    for run_dir in sweep.iterdir():
-        if (run_dir / ".hydra" / "overrides.yaml").is_file():
-            overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
-            runs[next(o.split("=", 1)[1] for o in overrides if o.startswith("model="))] = run_dir
+    runs = run_dirs(sweep, "model")
     assert sorted(runs) == sorted(FINETUNED)
     for name, run_dir in runs.items():
         assert json.loads((run_dir / "metrics.json").read_text())["info"]["optimizer_steps"] == 2

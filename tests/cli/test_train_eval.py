@@ -49,8 +49,9 @@ def check_run(run_dir: Path, class_names: list[str]) -> dict:
 def test_experiment_configs_are_all_covered():
     shipped = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
     assert shipped == ["finetune_gradual", "finetune_part", "jetclass_part", "jetclass_part_plain", "jetclass_particlenet",
-                       "jetclass_pcnn", "jetclass_pfn", "pretrain_mpm", "pretrain_supervised",
-                       "sample_part_small", "top_part"]  # fmt: skip
+                       "jetclass_pcnn", "jetclass_pfn", "pretrain_cls_mpm", "pretrain_contrastive", "pretrain_mpm",
+                       "pretrain_supervised", "sample_part_small", "study_finetune", "study_scratch",
+                       "top_part"]  # fmt: skip
 
 
 def test_sample_part_small_train_then_eval(toy_root_files, tmp_path):
