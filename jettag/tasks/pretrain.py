@@ -204,10 +204,15 @@ class MaskedParticlePretrainer(PretrainingTask):
         keys = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
         out = self.decoder_norm(self.decoder(seq, src_key_padding_mask=~keys))[:, 1:][masked]  # (M, D)
 
-        losses = {"continuous": F.l1_loss(self.predict_continuous(out), x[masked][:, self.continuous])}
+        # means over the masked particles, 0 (not NaN) for a batch without any (one-particle jets only)
+        prediction = self.predict_continuous(out)
+        target = x[masked][:, self.continuous]
+        losses = {"continuous": F.l1_loss(prediction, target, reduction="sum") / max(prediction.numel(), 1)}
         if self.identity is not None:
-            target = self.identity(x[masked])
-            losses["identity"] = F.cross_entropy(self.predict_identity(out), target)
+            classes = self.identity(x[masked])
+            losses["identity"] = F.cross_entropy(self.predict_identity(out), classes, reduction="sum") / max(
+                len(classes), 1
+            )
         if self.classification_weight > 0:
             losses["classification"] = F.cross_entropy(self.model(x, v, mask), batch.y)
         losses["loss"] = (

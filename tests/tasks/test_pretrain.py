@@ -481,3 +481,11 @@ def test_bad_settings_are_one_sentence():
         MaskedParticlePretrainer(ParticleTransformer(13, 2, **SMALL), adamw(), features=None)
     with pytest.raises(ConfigError, match="not fitted yet"):
         pretrainer(feature_set("kin", extra=[["part_d0val", "auto"]]))
+
+
+def test_a_batch_of_one_particle_jets_has_nothing_masked_and_a_finite_loss():
+    task = pretrainer()
+    batch, _ = jets(feature_set(), counts=[1, 1, 1], length=1)
+    losses = task.losses(batch, torch.Generator().manual_seed(0))
+    assert losses["continuous"].item() == 0.0 and losses["identity"].item() == 0.0
+    losses["loss"].backward()  # a graph without NaN: the step is a no-op, not a crash
