@@ -82,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each then uses one thread)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the table and plot")
+    parser.add_argument("--readme", default=None,
+                        help="also put the table between the <!-- study-table --> markers of this file")  # fmt: skip
     args = parser.parse_args(argv)
     if not len(args.budgets) == len(args.seeds) == len(args.steps) == len(args.probe_seeds):
         parser.error("--budgets, --seeds, --steps and --probe-seeds need one value each per budget")
@@ -366,6 +368,16 @@ def plot(table: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def put_in_readme(readme: Path, table: str) -> None:
+    """The table between the `<!-- study-table -->` and `<!-- /study-table -->` lines of `readme`."""
+    text = readme.read_text()
+    start, end = "<!-- study-table -->\n", "<!-- /study-table -->"
+    if start not in text or end not in text:
+        sys.exit(f"finetune_study: {readme} has no '<!-- study-table -->' ... '<!-- /study-table -->' lines.")
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + table + rest[rest.index(end) :])
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     study = Study(args)
@@ -375,6 +387,8 @@ def main(argv=None) -> None:
         study.run()
     table = report(study.out)
     if table:
+        if args.readme:
+            put_in_readme(Path(args.readme), (study.out / "table.md").read_text())
         print((study.out / "table.md").read_text())
         print(
             f"wrote {study.out / 'table.md'}, {study.out / 'table.csv'}, {study.out / 'rej50_vs_budget.png'}"

@@ -129,3 +129,13 @@ def test_table_means_and_spreads(study_module, tmp_path):
     text = (out / "table.md").read_text()
     assert "14.0 +- 4.0" in text and "| 1.71 |" in text  # 24 / 14
     assert (out / "rej50_vs_budget.png").is_file()
+
+
+def test_the_table_goes_between_the_readme_markers(study_module, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- study-table -->\nold table\n<!-- /study-table -->\nrest\n")
+    study_module.put_in_readme(readme, "| new | table |\n")
+    assert readme.read_text() == "intro\n<!-- study-table -->\n| new | table |\n<!-- /study-table -->\nrest\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="study-table"):
+        study_module.put_in_readme(readme, "x")
