@@ -1,0 +1,59 @@
+"""scripts/make_study_data.py: the pretraining set (100k jets of the ten classes) and the top/QCD study
+sets as one command whose second run reuses every file made with the same arguments."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("make_study_data", ROOT / "scripts" / "make_study_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_default_plan_is_100k_jets_of_ten_classes_and_a_20k_test_set(script):
+    files = dict(script.plan(script.parse_args([])))
+    pretrain = {k: v for k, v in files.items() if k.startswith("pretrain/multi_0")}
+    per_file = [int(v[v.index("-n") + 1]) * 10 for v in pretrain.values()]  # ten classes each
+    assert sum(per_file) == 100_000 and all(v[:2] == ["--classes", "all"] for v in pretrain.values())
+    test = [int(v[v.index("-n") + 1]) for k, v in files.items() if k.startswith("topqcd/test_")]
+    assert sum(test) >= 10_000  # QCD jets (as many top): >= 20,000 test jets
+    seeds = [v[v.index("--seed") + 1] for v in files.values()]
+    assert len(seeds) == len(set(seeds))  # no jet in two sets
+
+
+def test_a_second_run_reuses_what_was_made_with_the_same_arguments(script, tmp_path, monkeypatch):
+    import jettag.generate.cli as cli
+
+    made = []
+
+    def fake_generate(argv):
+        made.append(argv)
+        Path(argv[argv.index("-o") + 1]).write_text("jets")
+        return []
+
+    monkeypatch.setattr(cli, "generate", fake_generate)
+    args = ["--out", str(tmp_path), "--only", "topqcd", "--pool-parts", "1", "--test-parts", "1",
+            "--pool-per-class", "3", "--val-per-class", "2", "--test-per-class", "2"]  # fmt: skip
+    script.main(args)
+    assert len(made) == 3 and (tmp_path / "topqcd" / "pool_0.root").read_text() == "jets"
+    assert not list(tmp_path.rglob("*.partial.root"))
+    assert json.loads((tmp_path / "topqcd" / "val.json").read_text())["arguments"] == [
+        "-n",
+        "2",
+        "--seed",
+        "2100",
+    ]
+    script.main(args)
+    assert len(made) == 3  # all reused
+    script.main([*args[:-1], "4"])  # another test size: only the test file is made again
+    assert len(made) == 4 and "test_0.partial.root" in made[-1][made[-1].index("-o") + 1]
