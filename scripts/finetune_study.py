@@ -186,8 +186,9 @@ class Study:
         print(f"{method}: {budget} labelled jets, seed {seed}, lr {lr:g}, {steps} steps", flush=True)
         seconds = self.train([*overrides, *self.common(budget, seed, steps)], run_dir)
         metrics = json.loads((run_dir / "metrics.json").read_text())
+        info = metrics["info"]  # the run's: steps taken, the best validation AUC (its tested checkpoint)
         row = {"method": method, "budget": budget, "seed": seed, "lr": lr, "steps": steps,
-               "optimizer_steps": metrics.get("optimizer_steps"), "val_auc": metrics.get("best_val_auc"),
+               "optimizer_steps": info["optimizer_steps"], "val_auc": info["best_val_auc"],
                "auc": metrics["auc"], "rej50": metric(metrics, "rej50"), "rej30": metric(metrics, "rej30"),
                "seconds": round(seconds)}  # fmt: skip
         print(f"  AUC {row['auc']:.4f}, Rej50 {row['rej50']:.1f}, Rej30 {row['rej30']:.1f} ({seconds:.0f} s)",

@@ -41,7 +41,7 @@ def fake_runs(monkeypatch, module, calls: list, fail_after: int | None = None):
         seed = int(values["seed"])
         val_auc = 0.9 - abs(np.log10(lr) + 3)  # best at lr 1e-3
         metrics = {"auc": 0.95 + 0.001 * seed, "rej50": 20.0 + seed, "rej30": 60.0 + seed,
-                   "best_val_auc": val_auc, "optimizer_steps": int(values["trainer.max_steps"])}  # fmt: skip
+                   "info": {"best_val_auc": val_auc, "optimizer_steps": int(values["trainer.max_steps"])}}  # fmt: skip
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
         return 2.0
 
@@ -77,6 +77,7 @@ def test_every_cell_is_planned_with_the_same_steps_and_early_stopping(study_modu
         # three learning rates tried from scratch at seed 0
         assert {float(r["lr"]) for r in rows if r["method"] == "scratch_lr" and int(r["budget"]) == budget} == {
             3e-4, 1e-3, 3e-3}  # fmt: skip
+    assert all(r["val_auc"] and r["optimizer_steps"] for r in rows)
     # the lr of the best validation AUC is the from-scratch lr of every seed
     assert {float(r["lr"]) for r in rows if r["method"] == "scratch"} == {1e-3}
     runs = [c for c in calls if not c[0].startswith("experiment=pretrain_")]
