@@ -9,6 +9,8 @@ NT-Xent loss pulls the two views of a jet together and pushes the other 2B - 2 v
 away: for view i with partner j, -log( exp(cos(z_i, z_j) / T) / sum_{k != i} exp(cos(z_i, z_k) / T) ).
 The projection head is dropped after pretraining; fine-tuning starts from the backbone. No labels
 are used. `val/top1` is the fraction of views whose nearest other view (cosine) is their partner.
+Under DDP each process contrasts the views of its own batch (`data.batch_size` jets, 2 x batch - 2
+negatives per view), as JetCLR's single-GPU recipe does; views are not gathered across processes.
 """
 
 from __future__ import annotations
