@@ -312,10 +312,10 @@ def summarize(rows: list[dict]) -> list[dict]:
 def report(out: Path) -> list[dict]:
     rows = read(out / "results.csv")
     table = summarize(rows)
-    if not table:
+    if not rows:
         return table
     with open(out / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer = csv.DictWriter(f, fieldnames=list(table[0]) if table else ["budget", "method"])
         writer.writeheader()
         for row in table:
             writer.writerow({k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -334,6 +334,17 @@ def report(out: Path) -> list[dict]:
     total = sum(float(r["seconds"]) for r in rows) + sum(
         float(r["seconds"]) for r in read(out / "pretraining.csv")
     )
+    scans = sorted({int(r["budget"]) for r in rows if r["method"] == "scratch_lr"})
+    if scans:
+        lines += ["", "From-scratch learning rate, chosen on the validation AUC (seed 0):"]
+    for budget in scans:
+        tried = sorted((float(r["lr"]), float(r["val_auc"])) for r in rows
+                       if r["method"] == "scratch_lr" and int(r["budget"]) == budget)  # fmt: skip
+        best = max(tried, key=lambda t: t[1])[0]
+        scan = ", ".join(f"lr {lr:g}: {auc:.4f}" for lr, auc in tried)
+        lines.append(
+            f"- {budget:,} jets: {scan}" + (f"; chosen {best:g}" if len(tried) >= 3 else " (scan running)")
+        )
     lines.append("")
     lines.append(f"{len(rows)} runs and {len(read(out / 'pretraining.csv'))} pretraining runs so far, "
                  f"{total / 3600:.1f} h of wall time in all (2 cores).")  # fmt: skip
@@ -361,7 +372,8 @@ def plot(table: list[dict], out: Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("labelled top/QCD training jets")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         ax.set_title("linear probes (frozen backbone)" if probes else "fine-tuned and from scratch")
     axes[0].set_ylabel("background rejection at 50% signal efficiency")
     fig.tight_layout()
