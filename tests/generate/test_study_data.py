@@ -3,21 +3,16 @@ sets as one command whose second run reuses every file made with the same argume
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("make_study_data", ROOT / "scripts" / "make_study_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_study_data")
 
 
 def test_the_default_plan_is_100k_jets_of_ten_classes_and_a_20k_test_set(script):
