@@ -76,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--probe-seeds", type=int, nargs="+", default=[2, 1, 1], help="probe seeds per budget"
     )
-    parser.add_argument("--scratch-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3])
+    parser.add_argument("--scratch-lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3])
     parser.add_argument("--finetune-lr", type=float, default=2e-4, help="backbone lr (head x5)")
     parser.add_argument("--probe-lr", type=float, default=1e-3, help="the probe's head lr")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))

@@ -69,9 +69,9 @@ def test_every_cell_is_planned_with_the_same_steps_and_early_stopping(study_modu
             assert {s for m, b, s in cells if m == method and b == budget} == set(range(seeds))
         for probe in ["random", *finetuned]:
             assert {s for m, b, s in cells if m == f"probe_{probe}" and b == budget} == set(range(probes))
-        # three learning rates tried from scratch at seed 0
+        # four learning rates tried from scratch at seed 0
         assert {float(r["lr"]) for r in rows if r["method"] == "scratch_lr" and int(r["budget"]) == budget} == {
-            3e-4, 1e-3, 3e-3}  # fmt: skip
+            1e-4, 3e-4, 1e-3, 3e-3}  # fmt: skip
     assert all(r["val_auc"] and r["optimizer_steps"] for r in rows)
     # the lr of the best validation AUC is the from-scratch lr of every seed
     assert {float(r["lr"]) for r in rows if r["method"] == "scratch"} == {1e-3}
