@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from jettag.errors import ConfigError
-from jettag.features.recompute import FeatureRecomputer
+from jettag.features.recompute import FeatureRecomputer, wrap_phi
 
 IDENTITY_COLUMNS = (
     "part_charge",
@@ -89,10 +89,6 @@ def _rebuilt(p: Particles, pt, y, phi, mt) -> Particles:
     return Particles(p.x, cartesian(pt, y, phi, mt, p.mask, p.v.dtype), p.mask)
 
 
-def _wrap(phi: torch.Tensor) -> torch.Tensor:
-    return torch.remainder(phi + math.pi, 2 * math.pi) - math.pi
-
-
 class Rotate:
     """Rotation by a uniform angle in the (y, phi) plane about the jet's pT centroid."""
 
@@ -105,7 +101,7 @@ class Rotate:
         axis = torch.atan2(
             (w * torch.sin(phi)).sum(1, keepdim=True), (w * torch.cos(phi)).sum(1, keepdim=True)
         )
-        rel = _wrap(phi - axis)
+        rel = wrap_phi(phi - axis)
         cy, cphi = (w * y).sum(1, keepdim=True) / total, (w * rel).sum(1, keepdim=True) / total
         angle = _uniform((len(pt), 1), 0.0, 2 * math.pi, pt, generator)
         cos, sin = torch.cos(angle), torch.sin(angle)

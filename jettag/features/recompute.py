@@ -40,8 +40,8 @@ KINEMATIC = (
 )
 
 
-def _wrap(phi: torch.Tensor) -> torch.Tensor:
-    """Into [-pi, pi), as `relative_coordinates` wraps."""
+def wrap_phi(phi: torch.Tensor) -> torch.Tensor:
+    """Into [-pi, pi), as `relative_coordinates` wraps (the one torch home of the convention)."""
     return torch.remainder(phi + math.pi, 2 * math.pi) - math.pi
 
 
@@ -61,7 +61,7 @@ def kinematics(v: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
     phi = torch.atan2(py, px)
     sign = torch.where(jet_eta >= 0, 1.0, -1.0).to(p.dtype)[:, None]
     deta = (eta - jet_eta[:, None]) * sign
-    dphi = _wrap(phi - jet_phi[:, None])
+    dphi = wrap_phi(phi - jet_phi[:, None])
     return {
         "part_pt": pt,
         "part_eta": eta,
