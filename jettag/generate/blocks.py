@@ -1,5 +1,5 @@
 """One block of jets of one class: a Pythia instance seeded for the block, anti-kT jets from each
-event's visible final state clustered with FastJet, the pT / |eta| window, the truth matching, and
+event's visible final state clustered with FastJet (the fjcore inside Pythia), the pT / |eta| window, the truth matching, and
 the block's JetClass arrays (`branches`); with the counters of what was generated and dropped."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from jettag.errors import ConfigError
 from jettag.features.kinematics import jet_axis_from_particles
-from jettag.generate.backends import import_fastjet, import_pythia, silence_fastjet_banner
+from jettag.generate.backends import import_pythia
 from jettag.generate.branches import AUX_FIELDS, PX, PY, PZ, E, jet_arrays, substructure
 from jettag.generate.processes import JET_RADIUS, PROCESSES, SQRT_S, ProcessSpec
 from jettag.generate.truth import match_decay
@@ -41,6 +41,14 @@ class JetWindow:
 
     def contains(self, pt: float, eta: float) -> bool:
         return self.pt_min < pt < self.pt_max and abs(eta) < self.eta_max
+
+    def contains_roughly(self, pt: float, eta: float, slack: float = 1e-3) -> bool:
+        """`contains` widened by a relative `slack`: a cheap first look at a jet whose pt and eta
+        may differ in the last digits from the ones `contains` then decides on."""
+        return (
+            self.pt_min * (1 - slack) < pt < self.pt_max * (1 + slack)
+            and abs(eta) < self.eta_max * (1 + slack)
+        )
 
 
 @dataclass
@@ -113,26 +121,37 @@ def _make_pythia(spec: ProcessSpec, task: BlockTask):
     return pythia, hook
 
 
-def _visible_final_state(event) -> np.ndarray:
-    """(n, 9) table of the visible final-state particles: px py pz E id charge x y z (GeV, mm)."""
+VISIBLE_FINAL = 2  # SlowJet's selection of inputs: final-state particles that are visible (no neutrinos)
+KEEP_MASSES = 2  # SlowJet's massSet: cluster the four-momenta as they are (E-scheme, like FastJet's default)
+
+
+def make_jet_finder(radius: float):
+    """Anti-kT with radius R over an event's visible final state, run in C++ from Pythia's own event
+    record: Pythia's SlowJet in its FastJet mode (the bundled fjcore, FastJet's own clustering), so
+    that no particle of the event has to cross into Python. Same jets as `fastjet.ClusterSequence`
+    over the visible final-state four-momenta with `antikt_algorithm` (tests/generate compare them)."""
+    pythia8mc = import_pythia()
+    return pythia8mc.SlowJet(-1, radius, 0.0, 1e6, VISIBLE_FINAL, KEEP_MASSES, None, True, True)
+
+
+def particle_rows(event, indices) -> np.ndarray:
+    """(n, 9) table of the event's particles `indices`: px py pz E id charge x y z (GeV, mm)."""
     rows = []
-    for i in range(event.size()):
+    for i in indices:
         p = event[i]
-        if p.isFinal() and p.isVisible():  # isVisible drops neutrinos (and other invisibles)
-            rows.append((p.px(), p.py(), p.pz(), p.e(), p.id(), p.charge(), p.xProd(), p.yProd(), p.zProd()))
+        rows.append((p.px(), p.py(), p.pz(), p.e(), p.id(), p.charge(), p.xProd(), p.yProd(), p.zProd()))
     return np.array(rows, dtype=np.float64).reshape(-1, 9)
 
 
-def _leading_jets(fastjet, jet_def, particles: np.ndarray, n_jets: int = 2) -> list[np.ndarray]:
-    """Constituent row indices of the `n_jets` highest-pT anti-kT jets."""
-    inputs = []
-    for index, row in enumerate(particles[:, :4].tolist()):
-        pseudojet = fastjet.PseudoJet(*row)
-        pseudojet.set_user_index(index)
-        inputs.append(pseudojet)
-    sequence = fastjet.ClusterSequence(inputs, jet_def)
-    jets = fastjet.sorted_by_pt(sequence.inclusive_jets(0.0))[:n_jets]
-    return [np.array(sorted(c.user_index() for c in jet.constituents()), dtype=np.int64) for jet in jets]
+def leading_jets(jet_finder, event, n_jets: int = 2) -> list[tuple[float, float, list[int]]]:
+    """(pt, eta, sorted event indices of the constituents) of the `n_jets` highest-pT jets; pt and
+    eta are Pythia's, good for a first look at the window only (the kept jets are recomputed)."""
+    jet_finder.analyze(event)
+    jets = []
+    for j in range(min(n_jets, jet_finder.sizeJet())):
+        p = jet_finder.p(j)
+        jets.append((p.pT(), p.eta(), sorted(jet_finder.constituents(j))))
+    return jets
 
 
 def _jet_axis(jet_particles: np.ndarray) -> tuple[float, float, float]:
@@ -146,10 +165,8 @@ def run_block(task: BlockTask) -> BlockResult:
     """Generate events until `task.n_jets` jets pass the window (and the truth matching)."""
     start = time.perf_counter()
     spec = PROCESSES[task.process]
-    fastjet = import_fastjet()
-    silence_fastjet_banner(fastjet)
     pythia, _hook = _make_pythia(spec, task)  # the hook (if any) must outlive the events
-    jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, task.window.radius)
+    jet_finder = make_jet_finder(task.window.radius)
     stats = ClassStats()
     constituents: list[np.ndarray] = []
     genparts: list[np.ndarray] = []
@@ -169,10 +186,12 @@ def run_block(task: BlockTask) -> BlockResult:
             continue
         consecutive_failures = 0
         stats.events += 1
-        particles = _visible_final_state(pythia.event)
         decays = None  # found only for events with a jet in the window
-        for indices in _leading_jets(fastjet, jet_def, particles):
-            jet_particles = particles[indices]
+        for rough_pt, rough_eta, indices in leading_jets(jet_finder, pythia.event):
+            if not task.window.contains_roughly(rough_pt, rough_eta):
+                stats.outside_window += 1
+                continue
+            jet_particles = particle_rows(pythia.event, indices)
             pt, eta, phi = _jet_axis(jet_particles)
             if not task.window.contains(pt, eta):
                 stats.outside_window += 1
