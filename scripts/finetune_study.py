@@ -21,7 +21,12 @@ without improvement), and is tested on the whole test set (>= 20k jets): AUC, Re
 
 Resumable cell by cell: each (method, budget, seed) is one `jettag-train` run whose result is
 appended as a line to `<out>/results.csv` as soon as it finishes; a rerun skips the cells already
-there (and the pretraining runs whose checkpoint exists), so the study can span several sittings.
+there, so the study can span several sittings, on other machines too. Each pretrained backbone is
+kept as `<out>/backbones/<name>.ckpt` (the model's tensors and the run's record, without optimizer
+state; commit them with the results): a rerun fine-tunes from it instead of pretraining again, so
+the pretraining set is needed only until the four backbones exist. The sets are remade identically
+from their seeds; `<out>/data.json` holds the content hash of every file the results were made with
+(from make_study_data's manifests), and a rerun on files with other jets stops and says which.
 `<out>/table.md`, `table.csv` and `rej50_vs_budget.png` are rebuilt after every cell (mean +- std over
 seeds); `--report-only` rebuilds them alone. Run directories go to `--runs` (default <data>/runs).
 """
@@ -81,6 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--probe-lr", type=float, default=1e-3, help="the probe's head lr")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each then uses one thread)")
+    parser.add_argument("--pretrain-time", default=None,
+                        help="trainer.max_time of each pretraining run, DD:HH:MM:SS (default: the experiment's)")  # fmt: skip
     parser.add_argument("--report-only", action="store_true", help="only rebuild the table and plot")
     parser.add_argument("--readme", default=None,
                         help="also put the table between the <!-- study-table --> markers of this file")  # fmt: skip
@@ -126,27 +133,69 @@ class Study:
 
     # --- pretraining ------------------------------------------------------------------------------
     def backbone(self, name: str) -> Path:
-        return self.runs / "pretrain" / name / "checkpoints" / "best.ckpt"
+        """The kept backbone of a pretraining method (`keep_backbone`), what the cells fine-tune."""
+        return (self.out / "backbones" / f"{name}.ckpt").resolve()
 
     def pretrain(self, needed: set[str]) -> None:
         files = [f"data.train_files=[{self.data}/pretrain/multi_[0-9]*.root]",
                  f"data.val_files=[{self.data}/pretrain/multi_val.root]"]  # fmt: skip
+        extra = [f"trainer.max_time={self.args.pretrain_time}"] if self.args.pretrain_time else []
         jobs = []
         for name in sorted(needed):
             if self.backbone(name).is_file():
                 continue
+            self.check_data(["pretrain/multi_[0-9]*.root", "pretrain/multi_val.root"])
             run_dir = self.runs / "pretrain" / name
+            best = run_dir / "checkpoints" / "best.ckpt"
 
-            def job(name=name, run_dir=run_dir):
-                print(f"pretraining {name} ({PRETRAINING[name]})", flush=True)
-                seconds = self.train([f"experiment={PRETRAINING[name]}", *files], run_dir)
+            def job(name=name, run_dir=run_dir, best=best):
+                seconds = 0.0
+                if not best.is_file():  # a run that ended before its backbone was kept is not redone
+                    print(f"pretraining {name} ({PRETRAINING[name]})", flush=True)
+                    seconds = self.train([f"experiment={PRETRAINING[name]}", *files, *extra], run_dir)
+                score = keep_backbone(best, self.backbone(name))
                 with self.lock:
                     append(self.out / "pretraining.csv", {"backbone": name, "experiment": PRETRAINING[name],
+                                                          "overrides": " ".join(extra), "best_val_loss": score,
                                                           "seconds": round(seconds)})  # fmt: skip
-                print(f"pretraining {name} done in {seconds:.0f} s", flush=True)
+                print(
+                    f"pretraining {name} done in {seconds:.0f} s, kept as {self.backbone(name)}", flush=True
+                )
 
             jobs.append(job)
         self.parallel(jobs)
+
+    # --- the sets the results were made with --------------------------------------------------------
+    def check_data(self, patterns: list[str]) -> None:
+        """Every file matching `patterns` (under --data) must hold the jets that the results in --out
+        were made with: its content hash (make_study_data's manifest) is compared with <out>/data.json,
+        where files seen for the first time are added."""
+        record_path = self.out / "data.json"
+        with self.lock:
+            known = json.loads(record_path.read_text()) if record_path.is_file() else {}
+            added = False
+            for pattern in patterns:
+                for path in sorted(self.data.glob(pattern)):
+                    relative = str(path.relative_to(self.data))
+                    manifest = path.with_suffix(".json")
+                    digest = (
+                        json.loads(manifest.read_text()).get("content_sha256") if manifest.is_file() else None
+                    )
+                    if digest is None:
+                        print(f"finetune_study: {path} has no content hash (no make_study_data manifest); "
+                              "not checked", flush=True)  # fmt: skip
+                    elif relative not in known:
+                        known[relative], added = digest, True
+                    elif known[relative] != digest:
+                        sys.exit(
+                            f"finetune_study: {path} holds other jets than the file the results in {self.out} "
+                            f"were made with (content hash {digest[:12]} against {known[relative][:12]} in "
+                            f"{record_path}); remake it with scripts/make_study_data.py's default arguments, or "
+                            "give another --out to start a new study."
+                        )
+            if added:
+                record_path.parent.mkdir(parents=True, exist_ok=True)
+                record_path.write_text(json.dumps(dict(sorted(known.items())), indent=1) + "\n")
 
     # --- the labelled budgets ---------------------------------------------------------------------
     def subset(self, n: int, seed: int) -> Path:
@@ -171,6 +220,7 @@ class Study:
 
     def common(self, budget: int, seed: int, steps: int) -> list[str]:
         d = self.data
+        self.check_data(["topqcd/*.root"])
         return [
             f"data.train_files=[{self.subset(budget, seed)}]",
             f"data.val_files=[{d}/topqcd/val.root]",
@@ -261,6 +311,25 @@ class Study:
 
     def job(self, method, budget, seed, steps, lr, overrides):
         return lambda: self.record(self.cell(method, budget, seed, steps, lr, overrides))
+
+
+def keep_backbone(checkpoint: Path, kept: Path) -> float | None:
+    """Write the model tensors and the run record of a pretraining checkpoint to `kept` (no optimizer
+    state, no decoder or projection head: what fine-tuning loads); returns the run's best validation loss."""
+    import torch
+
+    content = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    slim = {key: value for key, value in content.items() if key not in ("optimizer_states", "lr_schedulers",
+                                                                         "loops", "callbacks", "state_dict")}  # fmt: skip
+    slim["state_dict"] = {k: v for k, v in content["state_dict"].items() if k.startswith("model.")}
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    partial = kept.with_name(kept.name + ".partial")
+    torch.save(slim, partial)
+    os.replace(partial, kept)
+    scores = [state.get("best_model_score") for key, state in content.get("callbacks", {}).items()
+              if str(key).startswith("ModelCheckpoint")]  # fmt: skip
+    score = next((float(s) for s in scores if s is not None), None)
+    return score
 
 
 def metric(metrics: dict, key: str) -> float:

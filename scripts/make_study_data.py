@@ -1,6 +1,6 @@
 """The pretraining set and the top/QCD study sets, generated once with every core and then reused.
 
-    python scripts/make_study_data.py --out data/study            # ~1.5 h on 2 cores, once
+    python scripts/make_study_data.py --out data/study            # ~1.2 h on 2 cores, once
     python scripts/make_study_data.py --out data/study --only topqcd
 
 Writes, with `jettag-generate` (Pythia8 + FastJet, JetClass schema, jet pT 550-650 GeV):
@@ -13,15 +13,18 @@ Writes, with `jettag-generate` (Pythia8 + FastJet, JetClass schema, jet pT 550-6
   QCD), with seeds of their own, so no jet is in two sets.
 
 Every file is generated in its own call with its own seed and written when done (under a temporary
-name, renamed at the end), next to `<file>.json`, the arguments it was made with: a second run skips
+name, renamed at the end), next to `<file>.json`, the arguments it was made with and the SHA-256 of its
+jets (`content_sha256`, over every branch's values, not the ROOT file's bytes): a second run skips
 every file whose arguments are unchanged, so an interrupted run continues where it stopped, and a
 changed setting remakes only the files it touches. Jets depend only on the seed, not on the number of
-workers. Prints each file's list as the `data.*_files` override the study and `jettag-train` take.
+workers or the machine, so the sets can be remade on another machine and `finetune_study.py` checks
+the hashes against the ones its results were made with. Prints each file's list as the `data.*_files` override the study and `jettag-train` take.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -72,18 +75,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def content_hash(path: Path) -> str:
+    """SHA-256 of the jets of a JetClass ROOT file: every branch (sorted by name), its values and, for
+    the per-particle ones, the particles per jet; the same jets give the same hash in any ROOT file."""
+    import awkward as ak
+    import numpy as np
+    import uproot
+
+    digest = hashlib.sha256()
+    with uproot.open(path) as file:
+        tree = file["tree"]
+        for name in sorted(tree.keys()):
+            values = tree[name].array(library="ak")
+            digest.update(name.encode())
+            if values.ndim > 1:
+                digest.update(ak.to_numpy(ak.num(values, axis=1)).astype(np.int64).tobytes())
+            digest.update(np.ascontiguousarray(ak.to_numpy(ak.flatten(values, axis=None))).tobytes())
+    return digest.hexdigest()
+
+
 def make(path: Path, arguments: list[str], workers: int | None) -> bool:
     """Generate `path` unless it exists with the same arguments; True if it was generated now."""
     from jettag.generate.cli import generate
 
     manifest = path.with_suffix(".json")
     record = {"arguments": arguments, "generator": "jettag-generate"}
-    if (
-        path.is_file()
-        and manifest.is_file()
-        and json.loads(manifest.read_text()).get("arguments") == arguments
-    ):
-        return False
+    if path.is_file() and manifest.is_file():
+        stored = json.loads(manifest.read_text())
+        if stored.get("arguments") == arguments:
+            if "content_sha256" not in stored:  # made before the hashes were recorded
+                stored["content_sha256"] = content_hash(path)
+                manifest.write_text(json.dumps(stored, indent=1) + "\n")
+            return False
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial.root")
     partial.unlink(missing_ok=True)
@@ -92,6 +115,7 @@ def make(path: Path, arguments: list[str], workers: int | None) -> bool:
     generate([*arguments, *extra, "-o", str(partial), "--compression", "zlib"])
     os.replace(partial, path)
     record["seconds"] = round(time.perf_counter() - start)
+    record["content_sha256"] = content_hash(path)
     manifest.write_text(json.dumps(record, indent=1) + "\n")
     return True
 

@@ -11,12 +11,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def study_module():
     return load_script("finetune_study")
+
+
+def pretraining_checkpoint() -> dict:
+    """What a pretraining run's best.ckpt holds, in small: the model, a decoder, optimizer state."""
+    return {
+        "jettag": {"config": {"model": {"_target_": "x"}}},
+        "state_dict": {
+            "model.embed.weight": torch.ones(2),
+            "model.head.weight": torch.ones(1),
+            "decoder.layer.weight": torch.ones(3),
+        },
+        "optimizer_states": [{"state": {0: torch.zeros(2)}}],
+        "lr_schedulers": [{}],
+        "callbacks": {"ModelCheckpoint{'monitor': 'val/loss'}": {"best_model_score": torch.tensor(0.25)}},
+        "epoch": 4,
+    }
 
 
 def fake_runs(monkeypatch, module, calls: list, fail_after: int | None = None):
@@ -30,7 +47,7 @@ def fake_runs(monkeypatch, module, calls: list, fail_after: int | None = None):
         values = dict(o.split("=", 1) for o in overrides if "=" in o)
         if values.get("experiment", "").startswith("pretrain_"):
             (run_dir / "checkpoints").mkdir(exist_ok=True)
-            (run_dir / "checkpoints" / "best.ckpt").write_text("")
+            torch.save(pretraining_checkpoint(), run_dir / "checkpoints" / "best.ckpt")
             return 1.0
         lr = float(values.get("task.optimizer.lr", 1e-3))
         seed = int(values["seed"])
@@ -135,3 +152,56 @@ def test_the_table_goes_between_the_readme_markers(study_module, tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="study-table"):
         study_module.put_in_readme(readme, "x")
+
+
+def test_backbones_are_kept_slim_with_the_results_and_reused_in_a_new_sitting(
+    study_module, tmp_path, monkeypatch
+):
+    calls = []
+    fake_runs(monkeypatch, study_module, calls)
+    run_study(
+        study_module, tmp_path, ["--methods", "mpm", "probe_contrastive", "--pretrain-time", "00:00:20:00"]
+    )
+    pretrain = [c for c in calls if c[0].startswith("experiment=pretrain_")]
+    assert sorted(c[0] for c in pretrain) == ["experiment=pretrain_contrastive", "experiment=pretrain_mpm"]
+    assert all("trainer.max_time=00:00:20:00" in c for c in pretrain)
+    kept = tmp_path / "out" / "backbones" / "mpm.ckpt"
+    content = torch.load(kept, weights_only=False)
+    assert sorted(content["state_dict"]) == ["model.embed.weight", "model.head.weight"]
+    assert "optimizer_states" not in content and content["jettag"] == pretraining_checkpoint()["jettag"]
+    logged = study_module.read(tmp_path / "out" / "pretraining.csv")
+    assert [float(r["best_val_loss"]) for r in logged] == [0.25, 0.25]
+    assert all(f"task.backbone={kept.resolve()}" in c for c in calls if "task.backbone" in " ".join(c)
+               and "mpm" in str(c))  # fmt: skip
+    # a new sitting: no run directories, only what was committed (results, backbones)
+    import shutil
+
+    shutil.rmtree(tmp_path / "data")
+    (tmp_path / "out" / "results.csv").unlink()
+    calls_after = []
+    fake_runs(monkeypatch, study_module, calls_after)
+    run_study(study_module, tmp_path, ["--methods", "mpm", "probe_contrastive"])
+    assert not [c for c in calls_after if c[0].startswith("experiment=pretrain_")]
+    assert any(f"task.backbone={(tmp_path / 'out' / 'backbones' / 'contrastive.ckpt').resolve()}" in c
+               for c in calls_after)  # fmt: skip
+
+
+ONE_BUDGET = ["--budgets", "1000", "--seeds", "1", "--steps", "400", "--probe-seeds", "1"]
+
+
+def test_a_set_with_other_jets_than_the_results_stops_the_study(study_module, tmp_path, monkeypatch):
+    calls = []
+    fake_runs(monkeypatch, study_module, calls)
+    topqcd = tmp_path / "data" / "topqcd"
+    topqcd.mkdir(parents=True)
+    for name in ("pool_0", "val", "test_0"):
+        (topqcd / f"{name}.root").write_text("jets")
+        (topqcd / f"{name}.json").write_text(json.dumps({"arguments": [], "content_sha256": f"{name}-hash"}))
+    run_study(study_module, tmp_path, ["--methods", "scratch", *ONE_BUDGET])
+    record = json.loads((tmp_path / "out" / "data.json").read_text())
+    assert record == {"topqcd/pool_0.root": "pool_0-hash", "topqcd/test_0.root": "test_0-hash",
+                      "topqcd/val.root": "val-hash"}  # fmt: skip
+    (topqcd / "val.json").write_text(json.dumps({"arguments": [], "content_sha256": "other-hash"}))
+    (tmp_path / "out" / "results.csv").unlink()
+    with pytest.raises(SystemExit, match=r"val\.root holds other jets"):
+        run_study(study_module, tmp_path, ["--methods", "scratch", *ONE_BUDGET])

@@ -45,9 +45,8 @@ class JetWindow:
     def contains_roughly(self, pt: float, eta: float, slack: float = 1e-3) -> bool:
         """`contains` widened by a relative `slack`: a cheap first look at a jet whose pt and eta
         may differ in the last digits from the ones `contains` then decides on."""
-        return (
-            self.pt_min * (1 - slack) < pt < self.pt_max * (1 + slack)
-            and abs(eta) < self.eta_max * (1 + slack)
+        return self.pt_min * (1 - slack) < pt < self.pt_max * (1 + slack) and abs(eta) < self.eta_max * (
+            1 + slack
         )
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pythia8mc = pytest.importorskip("pythia8mc")
-fastjet = pytest.importorskip("fastjet")
+pytest.importorskip("pythia8mc")
+pytest.importorskip("fastjet")
+
+import fastjet
 
 from jettag.generate.blocks import BlockTask, JetWindow, _make_pythia, leading_jets, make_jet_finder
 from jettag.generate.processes import PROCESSES

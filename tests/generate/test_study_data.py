@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import load_script
+from helpers import load_script, toy_jets, write_root
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,7 @@ def test_a_second_run_reuses_what_was_made_with_the_same_arguments(script, tmp_p
         return []
 
     monkeypatch.setattr(cli, "generate", fake_generate)
+    monkeypatch.setattr(script, "content_hash", lambda path: "hash of " + path.read_text())
     args = ["--out", str(tmp_path), "--only", "topqcd", "--pool-parts", "1", "--test-parts", "1",
             "--pool-per-class", "3", "--val-per-class", "2", "--test-per-class", "2"]  # fmt: skip
     script.main(args)
@@ -48,7 +49,41 @@ def test_a_second_run_reuses_what_was_made_with_the_same_arguments(script, tmp_p
         "--seed",
         "2100",
     ]
+    assert json.loads((tmp_path / "topqcd" / "val.json").read_text())["content_sha256"] == "hash of jets"
     script.main(args)
     assert len(made) == 3  # all reused
     script.main([*args[:-1], "4"])  # another test size: only the test file is made again
     assert len(made) == 4 and "test_0.partial.root" in made[-1][made[-1].index("-o") + 1]
+
+
+def test_the_content_hash_follows_the_jets_not_the_file(script, tmp_path):
+    """Same jets in two files written differently: one hash; one value changed: another."""
+    import hashlib
+
+    import awkward as ak
+    import numpy as np
+    import uproot
+
+    jets = toy_jets(20, seed=3)
+    write_root(tmp_path / "a.root", jets)
+    particles = ak.zip({k[len("part_") :]: v for k, v in jets.items() if k.startswith("part_")})
+    with uproot.recreate(tmp_path / "b.root", compression=uproot.LZMA(6)) as file:  # other compression
+        file.mktree(
+            "tree", {**{k: v for k, v in jets.items() if not k.startswith("part_")}, "part": particles}
+        )
+    assert script.content_hash(tmp_path / "a.root") == script.content_hash(tmp_path / "b.root")
+    # worked independently: sha256 over the sorted branches, counts then values
+    digest = hashlib.sha256()
+    tree = uproot.open(tmp_path / "a.root")["tree"]
+    for name in sorted(tree.keys()):  # the jets' branches and the particle counter
+        values = tree[name].array(library="ak")
+        digest.update(name.encode())
+        if values.ndim > 1:
+            digest.update(np.asarray(ak.num(values), dtype=np.int64).tobytes())
+        digest.update(np.asarray(ak.flatten(values, axis=None)).tobytes())
+    assert script.content_hash(tmp_path / "a.root") == digest.hexdigest()
+    changed = dict(jets)
+    changed["jet_pt"] = np.asarray(jets["jet_pt"]).copy()
+    changed["jet_pt"][7] += 1.0
+    write_root(tmp_path / "c.root", changed)
+    assert script.content_hash(tmp_path / "c.root") != script.content_hash(tmp_path / "a.root")
