@@ -153,7 +153,9 @@ class Study:
                 if not best.is_file():  # a run that ended before its backbone was kept is not redone
                     print(f"pretraining {name} ({PRETRAINING[name]})", flush=True)
                     seconds = self.train([f"experiment={PRETRAINING[name]}", *files, *extra], run_dir)
-                score = keep_backbone(best, self.backbone(name))
+                # best.ckpt: the lowest validation loss; last.ckpt if the run stopped before validating
+                source = best if best.is_file() else best.with_name("last.ckpt")
+                score = keep_backbone(source, self.backbone(name))
                 with self.lock:
                     append(self.out / "pretraining.csv", {"backbone": name, "experiment": PRETRAINING[name],
                                                           "overrides": " ".join(extra), "best_val_loss": score,
