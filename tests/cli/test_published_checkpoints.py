@@ -61,6 +61,38 @@ class ParticleNetWrapper(torch.nn.Module):
         return self.mod(points, features, mask)
 
 
+def knn_near_ties(weaver, inputs, k: int = 16) -> set[int]:
+    """Jets whose k-nearest-neighbour sets are not decided in float32 at some EdgeConv of the weaver
+    model: for some particle, the gap between its k-th and (k+1)-th nearest distance (exact, in float64,
+    from the coordinates the layer received) is below the rounding error of weaver's float32 distance
+    |x_i|^2 - 2 x_i.x_j + |x_j|^2 (8 ulp of |x_i|^2 + |x_j|^2). There two exact implementations may pick
+    different neighbours, a machine-dependent difference, not a defect; other jets must agree."""
+    seen = []
+    hooks = [c.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().double()))
+             for c in weaver.mod.edge_convs]  # fmt: skip
+    with torch.no_grad():
+        weaver(**inputs)
+    for hook in hooks:
+        hook.remove()
+    ambiguous = set()
+    for coords in seen:  # (B, C, N) each
+        for jet in range(coords.shape[0]):
+            real = inputs["mask"][jet, 0].bool()
+            x = coords[jet][:, real]
+            if x.shape[1] <= k + 1:
+                continue
+            exact = ((x[:, :, None] - x[:, None, :]) ** 2).sum(0).fill_diagonal_(float("inf"))
+            norm = (x**2).sum(0)
+            tolerance = 8 * torch.finfo(torch.float32).eps * (norm[:, None] + norm[None, :])
+            order = exact.argsort(dim=1)
+            kth, next_ = order[:, k - 1], order[:, k]
+            rows = torch.arange(len(order))
+            gap = exact[rows, next_] - exact[rows, kth]
+            if (gap < tolerance[rows, kth]).any():
+                ambiguous.add(jet)
+    return ambiguous
+
+
 @pytest.fixture(scope="module")
 def jets(tmp_path_factory):
     """Pythia jets of the shipped sample (the first ones cut short) as arrays and as a JetClass ROOT file."""
@@ -103,7 +135,13 @@ def test_published_file_scores_as_weaver(wrapper, name, jets, tmp_path):
     scores = uproot.open(tmp_path / "scores.root")["Events"].arrays(library="np")
     got = np.stack([scores[f"score_{label}"] for label in JETCLASS_LABELS], 1)
     print(f"{weights.name}: max |score diff| = {np.abs(got - expected).max():.2e}")
-    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    ties = knn_near_ties(weaver, inputs) if wrapper is ParticleNetWrapper else set()
+    assert len(ties) <= 2, (
+        f"{len(ties)} jets with undecided neighbours: the test's jets or weights need changing"
+    )
+    decided = [j for j in range(len(got)) if j not in ties]
+    np.testing.assert_allclose(got[decided], expected[decided], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, expected, atol=1e-2, rtol=0)  # a flipped neighbour moves a score a little
 
 
 def test_jettag_predict_with_a_published_file(jets, tmp_path):
