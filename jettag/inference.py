@@ -242,7 +242,7 @@ def predict_files(
     tree, dtypes = None, {}
     with uproot.recreate(output) as out:
         for info, chunk, jets, skipped in source.chunks(chunk_size, progress=progress, desc="scoring"):
-            columns = _score_chunk(trained, model, builder, info, chunk, jets, batch_size, device)
+            columns = score_chunk(trained, model, builder, info, chunk, jets, batch_size, device)
             summary.jets += chunk.stop - chunk.start
             summary.scored += len(jets)
             summary.skipped += skipped
@@ -257,7 +257,7 @@ def predict_files(
     return summary
 
 
-def _score_chunk(trained, model, builder, info, chunk, jets, batch_size, device) -> dict[str, np.ndarray]:
+def score_chunk(trained, model, builder, info, chunk, jets, batch_size, device) -> dict[str, np.ndarray]:
     """One row per entry of the chunk: the scores (NaN for jets the builder skipped) and observers."""
     num = chunk.stop - chunk.start
     kept = jets.entries - info.offset - chunk.start  # rows of the chunk that the builder kept

@@ -2,7 +2,8 @@
 batches).
 
 Each ```bash block preceded by `<!-- readme-test: NAME -->`, in README.md or a page under docs/, is run
-command by command, in one working directory, where the files the examples name (top/*.parquet,
+command by command, in one working directory (each such ```python block as one script there, after the
+bash examples it builds on), where the files the examples name (top/*.parquet,
 JetClass/...) are toy files; the blocks run in the order they first appear, README first, then the docs
 pages by path. A block shown in several pages (the README's tour repeats the guide's) is written the
 same everywhere and runs once. The only changes: `-n N` becomes a few jets, and jettag-train gets
@@ -24,15 +25,16 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAGES = [README, *sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts)]
 MARKED = re.compile(r"<!-- readme-test: (\S+) -->\s*```bash\n(.*?)```", re.S)
+MARKED_PYTHON = re.compile(r"<!-- readme-test: (\S+) -->\s*```python\n(.*?)```", re.S)
 FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
         "trainer.accelerator=cpu", "data.batch_size=16"]  # fmt: skip
 
 
-def marked_blocks() -> dict[str, dict[Path, str]]:
+def marked_blocks(pattern: re.Pattern = MARKED) -> dict[str, dict[Path, str]]:
     """name -> {page: the block's text}, names in the order they first appear."""
     found: dict[str, dict[Path, str]] = {}
     for page in PAGES:
-        for match in MARKED.finditer(page.read_text()):
+        for match in pattern.finditer(page.read_text()):
             found.setdefault(match.group(1), {})[page] = match.group(2)
     return found
 
@@ -68,8 +70,12 @@ def test_readme_has_tested_blocks_and_three_commands():
     assert commands[0] in ci and "\npytest" in ci
 
 
+PYTHON_BLOCKS = {name: next(iter(texts.values())) for name, texts in marked_blocks(MARKED_PYTHON).items()}
+
+
 def test_tested_blocks_are_in_the_guide_and_the_same_everywhere():
-    for name, texts in marked_blocks().items():
+    assert list(PYTHON_BLOCKS) == ["analysis", "analysis-dask", "analysis-coffea"]
+    for name, texts in [*marked_blocks().items(), *marked_blocks(MARKED_PYTHON).items()]:
         # the guide holds every tested example; the README's tour shows some of them again
         assert any(page != README for page in texts), f"{name}: only in the README"
         assert len(set(texts.values())) == 1, f"{name} differs between {[str(p) for p in texts]}"
@@ -115,7 +121,7 @@ def adapt(command: list[str], workdir: Path, index: int) -> list[str]:
         return [sys.executable, *(str(ROOT / a) if a.startswith("scripts/") else a for a in args)]
     exe = str(Path(sys.executable).parent / prog)
     if prog == "jettag-generate":
-        args = [("10" if i and args[i - 1] in ("-n", "--jets-per-class") else a) for i, a in enumerate(args)]
+        args = [("30" if i and args[i - 1] in ("-n", "--jets-per-class") else a) for i, a in enumerate(args)]
     if prog == "jettag-train":
         shipped_sample = not any(a.startswith("data.") for a in args)
         args = [*args, *FAST]
@@ -152,3 +158,16 @@ def test_readme_example_runs(name, commands, workdir):
     if name == "own-files":
         for run in ("runs/mytop", "runs/mytop/eval", "runs/mytop-eval"):
             assert (workdir / run / "metrics.json").is_file(), run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(PYTHON_BLOCKS))
+def test_python_example_runs(name, workdir):
+    """The Python examples (a tagger in an analysis) need the run and the scores of the README's
+    own-files and deploy examples: run those first where this test runs alone."""
+    if not (workdir / "scores.root").is_file():
+        for block in ("own-files", "deploy"):
+            test_readme_example_runs(block, dict(BLOCKS)[block], workdir)
+    result = subprocess.run([sys.executable, "-c", PYTHON_BLOCKS[name]], cwd=workdir, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, f"{name}:\n{result.stderr[-3000:]}"

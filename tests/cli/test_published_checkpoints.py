@@ -31,6 +31,7 @@ from published import (
     read_pt_ordered,
 )
 
+import jettag
 from jettag.errors import ConfigError
 from jettag.inference import load_trained, predict_files
 from jettag.paths import sample_path
@@ -142,6 +143,11 @@ def test_published_file_scores_as_weaver(wrapper, name, jets, tmp_path):
     decided = [j for j in range(len(got)) if j not in ties]
     np.testing.assert_allclose(got[decided], expected[decided], atol=1e-5, rtol=0)
     np.testing.assert_allclose(got, expected, atol=1e-2, rtol=0)  # a flipped neighbour moves a score a little
+    # the Python API: jettag.load with the feature set named, scoring the arrays and the file alike
+    tagger = jettag.load(weights, features=name)
+    assert tagger.classes == list(JETCLASS_LABELS) and tagger.features == trained.features.names
+    np.testing.assert_allclose(tagger.predict(arrays), got, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(tagger.predict(path), got, atol=1e-6, rtol=0)
 
 
 def test_jettag_predict_with_a_published_file(jets, tmp_path):
