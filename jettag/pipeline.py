@@ -95,9 +95,36 @@ def with_run_data(run_data: Mapping, data_cfg: DictConfig) -> dict:
     return settings
 
 
-def build_trainer(cfg: DictConfig, **overrides) -> L.Trainer:
-    """The Lightning Trainer of `cfg.trainer`, with the callbacks and logger groups of `cfg` if it has them."""
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+AUTO = "auto"  # callbacks' monitor / mode: the task's (`monitor` of the task class)
+
+
+def callback_configs(cfg: DictConfig, task=None) -> list:
+    """The callbacks of `cfg`, `monitor: auto` and `mode: auto` replaced by the task's metric and
+    direction (val/auc, max for classification; val/loss, min for pretraining)."""
+    configs = []
+    for key, callback in (cfg.get("callbacks") or {}).items():
+        callback = OmegaConf.to_container(callback, resolve=True) if callback is not None else None
+        if not callback:
+            continue
+        if callback.get("monitor") == AUTO or callback.get("mode") == AUTO:
+            declared = getattr(task, "monitor", None)
+            if declared is None:
+                raise ConfigError(
+                    f"callbacks.{key}.monitor=auto takes the task's metric, but {type(task).__name__} declares "
+                    f"none; set callbacks.{key}.monitor and mode."
+                )
+            if callback.get("monitor") == AUTO:
+                callback["monitor"] = declared[0]
+            if callback.get("mode") == AUTO:
+                callback["mode"] = declared[1]
+        configs.append(callback)
+    return configs
+
+
+def build_trainer(cfg: DictConfig, task=None, **overrides) -> L.Trainer:
+    """The Lightning Trainer of `cfg.trainer`, with the callbacks and logger groups of `cfg` if it has them
+    (a callback's `monitor: auto` follows `task`, see `callback_configs`)."""
+    callbacks = [hydra.utils.instantiate(c) for c in callback_configs(cfg, task)]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     settings = {"callbacks": callbacks, "logger": loggers or False, **overrides}
     try:

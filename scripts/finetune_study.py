@@ -158,7 +158,7 @@ class Study:
                 score = keep_backbone(source, self.backbone(name))
                 with self.lock:
                     append(self.out / "pretraining.csv", {"backbone": name, "experiment": PRETRAINING[name],
-                                                          "overrides": " ".join(extra), "best_val_loss": score,
+                                                          "overrides": " ".join(extra), "best_val": score,
                                                           "seconds": round(seconds)})  # fmt: skip
                 print(
                     f"pretraining {name} done in {seconds:.0f} s, kept as {self.backbone(name)}", flush=True
@@ -317,7 +317,8 @@ class Study:
 
 def keep_backbone(checkpoint: Path, kept: Path) -> float | None:
     """Write the model tensors and the run record of a pretraining checkpoint to `kept` (no optimizer
-    state, no decoder or projection head: what fine-tuning loads); returns the run's best validation loss."""
+    state, no decoder or projection head: what fine-tuning loads); returns the best value of the run's monitored metric
+    (val/loss; val/auc for supervised pretraining)."""
     import torch
 
     content = torch.load(checkpoint, map_location="cpu", weights_only=False)

@@ -170,7 +170,7 @@ def test_backbones_are_kept_slim_with_the_results_and_reused_in_a_new_sitting(
     assert sorted(content["state_dict"]) == ["model.embed.weight", "model.head.weight"]
     assert "optimizer_states" not in content and content["jettag"] == pretraining_checkpoint()["jettag"]
     logged = study_module.read(tmp_path / "out" / "pretraining.csv")
-    assert [float(r["best_val_loss"]) for r in logged] == [0.25, 0.25]
+    assert [float(r["best_val"]) for r in logged] == [0.25, 0.25]
     assert all(f"task.backbone={kept.resolve()}" in c for c in calls if "task.backbone" in " ".join(c)
                and "mpm" in str(c))  # fmt: skip
     # a new sitting: no run directories, only what was committed (results, backbones)

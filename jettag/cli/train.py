@@ -67,7 +67,7 @@ def train(cfg: DictConfig) -> float | None:
     task.run_config["features"] = datamodule.features.to_config()
     for path in datamodule.save_fit(run_dir):
         log.info("fitted on the training data: %s", path)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, task=task)
     log.info("%s: %d parameters; run directory %s", type(model).__name__, count_parameters(model), run_dir)
 
     start = time.perf_counter()

@@ -52,6 +52,9 @@ def with_scheduler(module: L.LightningModule, optimizer: torch.optim.Optimizer):
 
 
 class JetClassifier(L.LightningModule):
+    # the metric its checkpoints and early stopping follow where the callbacks say `monitor: auto`
+    monitor = ("val/auc", "max")
+
     def __init__(
         self,
         model: nn.Module,

@@ -34,6 +34,8 @@ class PretrainingTask(L.LightningModule):
     """Base of the pretraining tasks (see the module docstring)."""
 
     objective = "pretraining"
+    # the metric its checkpoints and early stopping follow where the callbacks say `monitor: auto`
+    monitor = ("val/loss", "min")
 
     def __init__(
         self,
