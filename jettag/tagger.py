@@ -77,7 +77,7 @@ class Tagger:
     # --- what it is ---------------------------------------------------------------------------------
     @property
     def classes(self) -> list[str]:
-        """Class names, in the order of the score columns (e.g. ['QCD', 'Tbqq'])."""
+        """Class names (the label branches, e.g. ['label_QCD', 'label_Tbqq']), in the order of the score columns."""
         return list(self.trained.class_names)
 
     @property
