@@ -98,14 +98,15 @@ def with_run_data(run_data: Mapping, data_cfg: DictConfig) -> dict:
 AUTO = "auto"  # callbacks' monitor / mode: the task's (`monitor` of the task class)
 
 
-def callback_configs(cfg: DictConfig, task=None) -> list:
-    """The callbacks of `cfg`, `monitor: auto` and `mode: auto` replaced by the task's metric and
-    direction (val/auc, max for classification; val/loss, min for pretraining)."""
+def callback_configs(cfg: DictConfig, task=None) -> list[tuple[DictConfig, dict]]:
+    """The callbacks of `cfg` with what to override when instantiating each: `monitor: auto` and
+    `mode: auto` become the task's metric and direction (val/auc, max for classification; val/loss,
+    min for pretraining)."""
     configs = []
     for key, callback in (cfg.get("callbacks") or {}).items():
-        callback = OmegaConf.to_container(callback, resolve=True) if callback is not None else None
         if not callback:
             continue
+        overrides = {}
         if callback.get("monitor") == AUTO or callback.get("mode") == AUTO:
             declared = getattr(task, "monitor", None)
             if declared is None:
@@ -114,17 +115,17 @@ def callback_configs(cfg: DictConfig, task=None) -> list:
                     f"none; set callbacks.{key}.monitor and mode."
                 )
             if callback.get("monitor") == AUTO:
-                callback["monitor"] = declared[0]
+                overrides["monitor"] = declared[0]
             if callback.get("mode") == AUTO:
-                callback["mode"] = declared[1]
-        configs.append(callback)
+                overrides["mode"] = declared[1]
+        configs.append((callback, overrides))
     return configs
 
 
 def build_trainer(cfg: DictConfig, task=None, **overrides) -> L.Trainer:
     """The Lightning Trainer of `cfg.trainer`, with the callbacks and logger groups of `cfg` if it has them
     (a callback's `monitor: auto` follows `task`, see `callback_configs`)."""
-    callbacks = [hydra.utils.instantiate(c) for c in callback_configs(cfg, task)]
+    callbacks = [hydra.utils.instantiate(c, **over) for c, over in callback_configs(cfg, task)]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     settings = {"callbacks": callbacks, "logger": loggers or False, **overrides}
     try:

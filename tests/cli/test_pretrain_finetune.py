@@ -25,7 +25,8 @@ from jettag.cli import register_resolvers
 from jettag.cli.train import build_task
 from jettag.features.sets import FeatureSet
 from jettag.paths import config_dir
-from jettag.pipeline import build_model
+from jettag.pipeline import build_model, callback_configs
+from jettag.tasks.classification import JetClassifier
 
 # a tiny ParT (16 wide, one particle block) for the pretraining and fine-tuning runs alike
 RUN = ["features.max_particles=32", *FAST, "trainer.limit_val_batches=2", "test=false"]
@@ -189,18 +190,19 @@ def test_pretraining_experiments_compose_and_build():
         assert cfg.test is False and cfg.features.max_particles == 32 and cfg.data.batch_size == 256
         assert list(cfg.data.train_files) == ["a.root"] and list(cfg.data.test_files) == ["b.root"]
         assert cfg.model.embed_dims == [64, 256, 64]  # the small ParT
-    for cfg in (mpm, clr, cls_mpm):
+    for cfg in (mpm, clr, cls_mpm, sup):  # checkpoints follow the task's metric (resolved below)
         assert (cfg.callbacks.model_checkpoint.monitor, cfg.callbacks.model_checkpoint.mode) == (
-            "val/loss",
-            "min",
+            "auto",
+            "auto",
         )
+    for cfg in (mpm, clr, cls_mpm):
         assert cfg.task.scheduler._target_ == "jettag.tasks.warmup_cosine"
     assert mpm.task._target_ == cls_mpm.task._target_ == "jettag.tasks.MaskedParticlePretrainer"
     assert clr.task._target_ == "jettag.tasks.ContrastivePretrainer"
     assert mpm.data.labels is None and clr.data.labels is None and mpm.task.classification_weight == 0
     assert cls_mpm.task.classification_weight == 1.0 and list(cls_mpm.data.labels) == JETCLASS_LABELS
     assert sup.task._target_ == "jettag.tasks.JetClassifier" and list(sup.data.labels) == JETCLASS_LABELS
-    assert sup.callbacks.model_checkpoint.monitor == "val/auc"
+    assert JetClassifier.monitor == ("val/auc", "max")  # what supervised pretraining's checkpoints follow
     assert (mpm.task.mask_fraction, mpm.task.id_weight) == (0.4, 0.3)
     assert clr.task.temperature == 0.1 and [list(v) for v in clr.task.views] == [
         ["rotate", "translate"], ["rotate", "translate", "smear", "split"]]  # fmt: skip
@@ -213,6 +215,8 @@ def test_pretraining_experiments_compose_and_build():
         assert task.recompute.features is features and task.class_names == class_names
         assert type(task).__name__ == cfg.task._target_.rsplit(".", 1)[1]
         assert task.record_extra()["objective"].startswith(("masked", "contrastive"))
+        resolved = next(over for c, over in callback_configs(cfg, task) if c.get("filename") == "best")
+        assert resolved == {"monitor": "val/loss", "mode": "min"}
 
 
 def test_pretrain_supervised_and_finetune_compose():
