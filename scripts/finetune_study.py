@@ -137,7 +137,8 @@ class Study:
         return (self.out / "backbones" / f"{name}.ckpt").resolve()
 
     def pretrain(self, needed: set[str]) -> None:
-        files = [f"data.train_files=[{self.data}/pretrain/multi_[0-9]*.root]",
+        # quoted: the brackets of the glob are Hydra list syntax otherwise
+        files = [f"data.train_files=['{self.data}/pretrain/multi_[0-9]*.root']",
                  f"data.val_files=[{self.data}/pretrain/multi_val.root]"]  # fmt: skip
         extra = [f"trainer.max_time={self.args.pretrain_time}"] if self.args.pretrain_time else []
         jobs = []

@@ -1,6 +1,6 @@
 """The pretraining set and the top/QCD study sets, generated once with every core and then reused.
 
-    python scripts/make_study_data.py --out data/study            # ~1.2 h on 2 cores, once
+    python scripts/make_study_data.py --out data/study            # ~1-2 h on 2 cores, once
     python scripts/make_study_data.py --out data/study --only topqcd
 
 Writes, with `jettag-generate` (Pythia8 + FastJet, JetClass schema, jet pT 550-650 GeV):
