@@ -137,10 +137,10 @@ def write_parquet(path, branches: dict) -> str:
     return str(path)
 
 
-def run_cli(prog: str, *args: str, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run one of jettag's installed console scripts, as a user would."""
+def run_cli(prog: str, *args: str, cwd=None, timeout: int = 600, env=None) -> subprocess.CompletedProcess:
+    """Run one of jettag's installed console scripts, as a user would (`env`: extra variables)."""
     exe = Path(sys.executable).parent / prog
-    env = {**os.environ, "MPLBACKEND": "Agg", "HYDRA_FULL_ERROR": "0"}
+    env = {**os.environ, "MPLBACKEND": "Agg", "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run(
         [str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )

@@ -58,7 +58,8 @@ def register_resolvers() -> None:
 # and jettag-predict score is data.eval_batch_size, as in training's validation and test.
 def _renamed(batch_size: str) -> dict[str, str]:
     trainer = {key: f"trainer.{key}" for key in ("accelerator", "devices", "precision")}
-    return {**trainer, "device": "trainer.accelerator", "batch_size": batch_size}
+    return {**trainer, "device": "trainer.accelerator", "batch_size": batch_size,
+            "data.skip_bad_files": "data.on_bad_file"}  # fmt: skip
 
 
 RENAMED_KEYS = {
@@ -88,6 +89,9 @@ def renamed_key_error(prog: str, args: list[str]) -> str | None:
                 f"data.batch_size is the training batch size; {prog} scores jets in batches of "
                 f"data.eval_batch_size, e.g. data.eval_batch_size={value}."
             )
+        if key == "data.skip_bad_files":
+            choice = "skip" if value.strip().lower() in ("true", "1", "yes", "on") else "error"
+            return f"{arg} is now written data.on_bad_file={choice} (error or skip)."
         spelled = (
             _device_overrides(value) if key == "device" and "," not in value else f"{renamed[key]}={value}"
         )

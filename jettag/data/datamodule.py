@@ -76,7 +76,7 @@ class JetDataModule(L.LightningDataModule):
         fit_fraction: float = 0.05,
         fit_max_jets: int = 200_000,
         reweight: Mapping | None = None,
-        skip_bad_files: bool = False,
+        on_bad_file: str = "error",
     ):
         super().__init__()
         if batch_size < 1:
@@ -85,6 +85,11 @@ class JetDataModule(L.LightningDataModule):
             raise ConfigError(f"data.chunk_size must be at least 1, not {chunk_size}.")
         if piece_size < 1:
             raise ConfigError(f"data.piece_size must be at least 1, not {piece_size}.")
+        if on_bad_file not in ("error", "skip"):
+            raise ConfigError(
+                f"data.on_bad_file={on_bad_file!r}; use error (stop at a damaged or mismatched file) or skip "
+                "(skip it, counting its jets in the log and metrics.json)."
+            )
         if streaming not in (True, False, "auto"):
             raise ConfigError(f"data.streaming={streaming!r}; use true, false or auto.")
         if standardization not in ("fixed", "auto"):
@@ -132,7 +137,7 @@ class JetDataModule(L.LightningDataModule):
         self.standardization = standardization
         self.fit_fraction = fit_fraction
         self.fit_max_jets = fit_max_jets
-        self.skip_bad_files = skip_bad_files
+        self.on_bad_file = on_bad_file
         self.sources: dict[str, JetSource] = {}
         self.datasets: dict[str, JetDataset] = {}
         self.streams: dict[str, JetStream] = {}
@@ -157,7 +162,7 @@ class JetDataModule(L.LightningDataModule):
         """The files of one split, scanned (opened and checked once each) on first use."""
         if split not in self.sources:
             self.sources[split] = JetSource(
-                self._entries(split), self.builder, self.treename, f"data.{split}_files", self.skip_bad_files,
+                self._entries(split), self.builder, self.treename, f"data.{split}_files", self.on_bad_file == "skip",
                 piece_size=self.piece_size if split != "test" else None,
             )  # fmt: skip
         return self.sources[split]

@@ -139,38 +139,36 @@ class JetFile:
         import uproot
 
         use_fast_zlib()
+        # No array cache: a chunk is read once, and a cache would keep it alive with the file.
+        # Local files are memory-mapped: uproot's default (fsspec) source hands every read to an
+        # asyncio thread, ~10% slower in one thread and more with the loader's threads.
+        handler = None if "://" in self.path else uproot.source.file.MemmapSource
         try:
-            # No array cache: a chunk is read once, and a cache would keep it alive with the file.
-            # Local files are memory-mapped: uproot's default (fsspec) source hands every read to
-            # an asyncio thread, ~10% slower in one thread and more with the loader's threads.
-            handler = None if "://" in self.path else uproot.source.file.MemmapSource
+            # uproot reads the directory, the streamers and the tree's (or RNTuple's) metadata lazily,
+            # in any of these steps, and raises many types when their bytes are damaged
             file = uproot.open(self.path, array_cache=None, handler=handler)
-        except Exception as err:  # uproot raises many types for damaged files
-            raise DataError(
-                f"cannot read '{self.path}' as a ROOT file ({type(err).__name__}: {_first_line(err)}); "
-                "check that the file was written completely."
-            ) from None
-        trees = [k.split(";")[0] for k, cls in file.classnames().items() if cls in TREE_CLASSES]
+            trees = [k.split(";")[0] for k, cls in file.classnames().items() if cls in TREE_CLASSES]
+            if self.treename in trees:
+                self._tree = file[self.treename]
+                self.branches = set(self._tree.keys())
+                self.num_entries = int(self._tree.num_entries)
+        except Exception as err:
+            raise damaged(self.path, "it as a ROOT file", err) from None
         if self.treename not in trees:
             found = ", ".join(sorted(set(trees))) or "no trees"
             raise DataError(
                 f"'{self.path}' has no tree '{self.treename}' (it holds {found}); set data.treename to the tree's name."
             )
-        self._tree = file[self.treename]
-        self.branches = set(self._tree.keys())
-        self.num_entries = int(self._tree.num_entries)
 
     def _open_parquet(self) -> None:
         import pyarrow.parquet as pq
 
         try:
             self._parquet = pq.ParquetFile(self.path)
+            self.branches = set(self._parquet.schema_arrow.names)
+            self.num_entries = int(self._parquet.metadata.num_rows)
         except Exception as err:
-            raise DataError(
-                f"cannot read '{self.path}' as a Parquet file ({_first_line(err)}); check that it was written completely."
-            ) from None
-        self.branches = set(self._parquet.schema_arrow.names)
-        self.num_entries = int(self._parquet.metadata.num_rows)
+            raise damaged(self.path, "it as a Parquet file", err) from None
 
     def _open_hdf5(self) -> None:
         import pandas as pd
@@ -190,10 +188,7 @@ class JetFile:
         except DataError:
             raise
         except Exception as err:
-            raise DataError(
-                f"cannot read '{self.path}' as a pandas HDF5 table ({type(err).__name__}: {_first_line(err)}); "
-                "check that the file was written completely."
-            ) from None
+            raise damaged(self.path, "it as a pandas HDF5 table", err) from None
         self._hdf5_key = key
         self._hdf5_particles = hdf5_num_particles(columns, self.path)
         self.branches = set(TOP_HDF5_BRANCHES)
@@ -230,13 +225,10 @@ class JetFile:
         """Entry boundaries of pieces of about `chunk_size` entries that do not cut the file's storage
         units (ROOT baskets common to all branches, Parquet row groups): a piece that starts or ends
         inside a basket would decompress that whole basket again for a few entries."""
-        if self.format == "root":
-            units = [int(x) for x in self._tree.common_entry_offsets()]
-        elif self.format == "parquet":
-            rows = [self._parquet.metadata.row_group(i).num_rows for i in range(self._parquet.num_row_groups)]
-            units = [0, *np.cumsum(rows).tolist()]
-        else:
-            units = [*list(range(0, self.num_entries, chunk_size)), self.num_entries]
+        try:
+            units = self._storage_units(chunk_size)
+        except Exception as err:  # the tree's metadata is read here: its bytes may be damaged
+            raise damaged(self.path, "the boundaries of its baskets", err) from None
         if not units or units[-1] != self.num_entries:
             units.append(self.num_entries)
         bounds = [0]
@@ -244,6 +236,16 @@ class JetFile:
             if unit - bounds[-1] >= chunk_size or unit == self.num_entries:
                 bounds.append(unit)
         return bounds if self.num_entries else [0]
+
+    def _storage_units(self, chunk_size: int) -> list[int]:
+        if self.format == "root" and hasattr(self._tree, "cluster_summaries"):  # RNTuple: its clusters
+            return [0, *np.cumsum([c.num_entries for c in self._tree.cluster_summaries]).tolist()]
+        if self.format == "root":
+            return [int(x) for x in self._tree.common_entry_offsets()]
+        if self.format == "parquet":
+            rows = [self._parquet.metadata.row_group(i).num_rows for i in range(self._parquet.num_row_groups)]
+            return [0, *np.cumsum(rows).tolist()]
+        return [*list(range(0, self.num_entries, chunk_size)), self.num_entries]
 
     def close(self) -> None:
         """Release the file handle and the file's objects (streaming opens many files, one after the other).
@@ -279,10 +281,7 @@ class JetFile:
                     library="ak",
                 )
             except Exception as err:
-                raise DataError(
-                    f"cannot read entries {start}-{stop} of '{self.path}' ({type(err).__name__}: "
-                    f"{_first_line(err)}); the file may be truncated or corrupt."
-                ) from None
+                raise damaged(self.path, f"entries {start}-{stop}", err) from None
             yield Chunk(self.path, start, stop, arrays)
 
     def _iterate_parquet(
@@ -309,10 +308,7 @@ class JetFile:
         except DataError:
             raise
         except Exception as err:
-            raise DataError(
-                f"cannot read '{self.path}' after entry {start} ({_first_line(err)}); "
-                "the file may be truncated or corrupt."
-            ) from None
+            raise damaged(self.path, f"entries {start}-{last}", err) from None
 
     def _iterate_hdf5(self, branches: list[str], chunk_size: int, first: int, last: int) -> Iterator[Chunk]:
         import pandas as pd
@@ -322,10 +318,7 @@ class JetFile:
             try:
                 frame = pd.read_hdf(self.path, self._hdf5_key, start=start, stop=stop)
             except Exception as err:
-                raise DataError(
-                    f"cannot read entries {start}-{stop} of '{self.path}' ({type(err).__name__}: "
-                    f"{_first_line(err)}); the file may be truncated or corrupt."
-                ) from None
+                raise damaged(self.path, f"entries {start}-{stop}", err) from None
             arrays = top_table_to_jets(frame, self._hdf5_particles)
             yield Chunk(self.path, start, stop, arrays[[b for b in branches if b in arrays.fields]])
 
@@ -349,6 +342,14 @@ def use_fast_zlib() -> bool:
         return False
     decompressor.library = "isal"
     return True
+
+
+def damaged(path: str, what: str, err: Exception) -> DataError:
+    """The one sentence for a file whose bytes do not decode: `what` could not be read, and why."""
+    return DataError(
+        f"'{path}' is damaged (truncated or corrupt): cannot read {what} ({type(err).__name__}: "
+        f"{_first_line(err)}); copy or write the file again, or skip damaged files with data.on_bad_file=skip."
+    )
 
 
 def _first_line(err: Exception) -> str:

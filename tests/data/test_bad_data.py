@@ -1,5 +1,5 @@
 """The bad-data table: each kind of bad file is a clear error naming the file (and the entry range),
-or, with skip_bad_files, a warning and a count of the jets lost, in memory and streaming alike."""
+or, with on_bad_file=skip, a warning and a count of the jets lost, in memory and streaming alike."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def bad_files(tmp_path_factory):
 
 def module(files, streaming=False, skip=False) -> JetDataModule:
     return JetDataModule(KINPID, train_files=files, chunk_size=100, piece_size=100, batch_size=64, progress=False,
-                         streaming=streaming, skip_bad_files=skip, shuffle_buffer=64)  # fmt: skip
+                         streaming=streaming, on_bad_file="skip" if skip else "error", shuffle_buffer=64)  # fmt: skip
 
 
 def read_all(dm: JetDataModule) -> tuple[int, dict]:
@@ -82,7 +82,7 @@ def read_all(dm: JetDataModule) -> tuple[int, dict]:
     return jets, dm.summary()["train"]["skipped"]
 
 
-# kind -> (words the error must contain, jets lost with skip_bad_files, jets of the file that are read)
+# kind -> (words the error must contain, jets lost with on_bad_file=skip, jets of the file that are read)
 TABLE = {
     "schema": (["schema.root", "part_charge"], 120, 0),
     "corrupt": (["corrupt.root", "entries 200-300"], 100, 300),

@@ -23,7 +23,7 @@ def test_train_streaming_auto_fit_then_eval(toy_root_files, tmp_path):
     result = run_cli(
         "jettag-train", "experiment=sample_part_small", *FAST,
         f"data.train_files=[{toy_root_files['train']},{bad_file}]", f"data.val_files=[{toy_root_files['val']}]",
-        f"data.test_files=[{toy_root_files['test']}]", "data.streaming=true", "data.skip_bad_files=true",
+        f"data.test_files=[{toy_root_files['test']}]", "data.streaming=true", "data.on_bad_file=skip",
         "data.standardization=auto", "data.fit_fraction=1",
         "data.reweight={mode:flat,variables:[jet_pt],bins:{jet_pt:[550,580,610,650]}}",
         f"hydra.run.dir={run_dir}",

@@ -7,6 +7,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -18,7 +19,7 @@ from jettag.data.source import JetSource
 from jettag.data.streaming.buffer import ShuffleBuffer
 from jettag.data.streaming.readers import READERS, PieceReader, freeze_gc, unfreeze_gc
 from jettag.data.streaming.sharding import Piece, cut_shares, distributed_rank, file_pieces
-from jettag.errors import DataError
+from jettag.errors import DataError, JetTagError
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,17 @@ class JetStream(IterableDataset):
         return sum(math.ceil(s / self.batch_size) for s in shares)
 
     def __iter__(self) -> Iterator[JetBatch]:
+        if get_worker_info() is None:
+            yield from self._batches()
+            return
+        try:
+            yield from self._batches()
+        except JetTagError as err:
+            # handed to the main process as data: an exception raised here would reach it wrapped in
+            # the worker's traceback (torch's ExceptionWrapper), no longer one sentence
+            yield WorkerError(type(err), str(err))
+
+    def _batches(self) -> Iterator[JetBatch]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         rank, world = self._ranks()
@@ -185,6 +197,14 @@ class JetStream(IterableDataset):
             unfreeze_gc()
 
 
+@dataclass(frozen=True)
+class WorkerError:
+    """A `JetTagError` met in a loader worker, raised again by `JetStreamLoader` in the main process."""
+
+    kind: type
+    message: str
+
+
 class JetStreamLoader(DataLoader):
     """A DataLoader over a `JetStream` that moves the epoch on and gathers the workers' skip counts.
 
@@ -207,6 +227,8 @@ class JetStreamLoader(DataLoader):
         self.epoch += 1
         self.skipped, self.jets = Counter(), 0  # of the current (or last) epoch
         for batch in super().__iter__():
+            if isinstance(batch, WorkerError):
+                raise batch.kind(batch.message)
             if batch.skipped is not None:
                 self.skipped.update(batch.skipped)
                 batch.skipped = None
