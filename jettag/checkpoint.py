@@ -10,12 +10,14 @@ earlier jettag versions in today's terms.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from jettag.errors import ConfigError
 
@@ -126,3 +128,41 @@ def model_state(checkpoint: Mapping) -> dict[str, torch.Tensor]:
         else:  # (Linear, activation, Dropout) of a hidden layer: its Linear is item 3 k of `fc`
             renamed[f"fc.{3 * int(match[1])}.{match[2].removeprefix('0.')}"] = tensor
     return renamed
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all: to a temporary file next to the target, flushed to the
+    disk, then renamed over it (a rename within a directory is atomic on POSIX file systems).
+
+    A job killed while writing (SIGKILL, a node failing, a full disk) leaves the previous checkpoint
+    as it was, loadable, and a `.NAME.partial` file that the next write replaces. Lightning's own
+    writer goes through an fsspec transaction that writes to the system's temporary directory and then
+    moves the file, which is a copy over the old checkpoint when the run directory is on another file
+    system (a cluster's shared disk, /tmp local to the node). Remote paths (`s3://...`) keep Lightning's.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        target = str(path)
+        if "://" in target:
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options for a local path ({target}).")
+        directory, name = os.path.split(os.path.abspath(target))
+        os.makedirs(directory, exist_ok=True)
+        partial = os.path.join(directory, f".{name}.partial")
+        with open(partial, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, target)
+        try:  # the rename itself on the disk
+            fd = os.open(directory, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        return None

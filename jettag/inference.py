@@ -167,6 +167,9 @@ def scoring_fabric(accelerator="auto", devices=1, precision="32-true") -> Fabric
             f"{settings} make {fabric.world_size} processes, but scoring runs in one; set trainer.devices=1, "
             "or trainer.devices=[N] for GPU N."
         )
+    from jettag.threads import set_compute_threads
+
+    set_compute_threads()  # the CPUs this job may use, not the machine's cores
     return fabric
 
 

@@ -15,6 +15,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from jettag.checkpoint import AtomicCheckpointIO
 from jettag.data.datamodule import JetDataModule
 from jettag.errors import ConfigError
 from jettag.evaluation.report import write_report
@@ -128,6 +129,10 @@ def build_trainer(cfg: DictConfig, task=None, **overrides) -> L.Trainer:
     callbacks = [hydra.utils.instantiate(c, **over) for c, over in callback_configs(cfg, task)]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     settings = {"callbacks": callbacks, "logger": loggers or False, **overrides}
+    plugins = list(cfg.trainer.get("plugins") or [])
+    if "plugins" not in overrides and not any("CheckpointIO" in str(p) for p in plugins):
+        # hydra instantiates the user's plugins; ours is added as an object
+        settings["plugins"] = [hydra.utils.instantiate(p) for p in plugins] + [AtomicCheckpointIO()]
     try:
         return hydra.utils.instantiate(cfg.trainer, **settings)
     except InstantiationException as err:  # Lightning's reason, e.g. no such device on this machine

@@ -13,6 +13,9 @@ from pathlib import Path
 from jettag.cli.errors import exit_with_error
 from jettag.errors import JetTagError
 from jettag.paths import config_dir, sample_path
+from jettag.threads import passive_waits
+
+passive_waits()  # before anything imports torch: libgomp reads OMP_WAIT_POLICY when it is loaded
 
 
 def _eval_dir(run_dir: str | None, ckpt_path: str | None) -> str:

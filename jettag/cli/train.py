@@ -27,6 +27,7 @@ from jettag.pipeline import (
     write_test_report,
 )
 from jettag.tasks import JetClassifier
+from jettag.threads import set_compute_threads
 
 log = logging.getLogger("jettag.train")
 
@@ -48,6 +49,11 @@ def train(cfg: DictConfig) -> float | None:
     """Fit, test, report; returns the best validation AUC (the metric sweeps optimize)."""
     check_required(cfg, "data")
     L.seed_everything(cfg.seed, workers=True)
+    threads = set_compute_threads(cfg.data.get("num_workers", 0) or 0)
+    log.info(
+        "%d compute threads (the CPUs this job may use, less data.num_workers; OMP_NUM_THREADS overrides)",
+        threads,
+    )
     run_dir = Path(cfg.paths.output_dir)
     features = build_features(cfg.features)
     datamodule = build_datamodule(cfg.data, features, cfg.seed)

@@ -31,6 +31,8 @@ class JetBatch:
                               jet, so predictions can be put back in file order and deduplicated
     skipped                   streaming only, on a worker's last batch of an epoch: the jets it skipped
                               (reason -> count); `JetStreamLoader` takes it out
+    worker                    streaming only: the loader worker that made the batch, so that a run resumed
+                              mid-epoch has each worker skip the batches it had handed out
     """
 
     x: torch.Tensor
@@ -40,6 +42,7 @@ class JetBatch:
     weight: torch.Tensor
     entry: torch.Tensor
     skipped: dict | None = None
+    worker: int | None = None
 
     def __len__(self) -> int:
         return len(self.y)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from jettag.data.arrays import JetArrays
@@ -297,7 +298,9 @@ class JetDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if self.is_streamed(split):
-            loader = JetStreamLoader(self.stream(split), num_workers=self.num_workers)
+            loader = JetStreamLoader(
+                self.stream(split), num_workers=self.num_workers, generator=self._generator()
+            )
             self.loaders[split] = loader
             return loader
         dataset = self.dataset(split)
@@ -319,7 +322,14 @@ class JetDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=self._generator(),
         )
+
+    def _generator(self) -> torch.Generator:
+        """A loader's own random generator: making an iterator draws the workers' base seed from it, not
+        from torch's global generator, so the dropout and augmentations of training draw the same
+        numbers whether or not the run was resumed (or validated) in between."""
+        return torch.Generator().manual_seed(self.seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -50,6 +50,12 @@ class JetStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.num_workers = 1  # set by the loader, for __len__
+        # batches of epoch `skip_epoch` already trained on, by loader worker (a run resumed mid-epoch):
+        # each worker makes its batches as before and does not hand out the first ones. Under DDP every
+        # rank has trained on as many batches, taken from its workers in turn, so the counts of one
+        # rank are those of every rank.
+        self.skip: dict[int, int] = {}
+        self.skip_epoch: int | None = None
 
     @property
     def total(self) -> int:
@@ -99,6 +105,7 @@ class JetStream(IterableDataset):
         pieces = cut_shares(self.pieces(epoch), world * workers)[share]
         target = self.batches_per_share(workers, world) if world > 1 else None
         rng = np.random.default_rng((self.seed, epoch, share, 1))
+        done = self.skip.get(worker, 0) if epoch == self.skip_epoch else 0  # batches already trained on
         skipped: Counter = Counter()
         pool = ShuffleBuffer()
         emitted = 0
@@ -115,7 +122,8 @@ class JetStream(IterableDataset):
             if target is not None:
                 n = max(0, min(n, target - 2 - emitted))  # the last two batches share what is left
             for i in range(n):
-                yield pool.batch(np.arange(i * size, (i + 1) * size))
+                if emitted + i >= done:
+                    yield self._labelled(pool.batch(np.arange(i * size, (i + 1) * size)), worker)
             emitted += n
             pool.drop_front(n * size)
 
@@ -140,10 +148,22 @@ class JetStream(IterableDataset):
         if slots > 0:
             bounds += [(p[0], p[-1] + 1) for p in np.array_split(np.arange(start, len(order)), slots)]
         for i, (a, b) in enumerate(bounds):
+            last = i == len(bounds) - 1
+            if emitted + i < done and not last:
+                continue
             batch = pool.batch(order[a:b])
-            if i == len(bounds) - 1:
+            if last:
                 batch.skipped = dict(skipped)  # the loader sums these over workers
-            yield batch
+                if emitted + i < done:  # already trained on: only the counts travel
+                    batch.worker, batch.x = worker, None
+                    yield batch
+                    return
+            yield self._labelled(batch, worker)
+
+    @staticmethod
+    def _labelled(batch: JetBatch, worker: int) -> JetBatch:
+        batch.worker = worker
+        return batch
 
     def _read(
         self, pieces: Sequence[Piece], rng: np.random.Generator, skipped: Counter
@@ -232,5 +252,7 @@ class JetStreamLoader(DataLoader):
             if batch.skipped is not None:
                 self.skipped.update(batch.skipped)
                 batch.skipped = None
+            if batch.x is None:  # a share's last batch, trained on before the run was resumed
+                continue
             self.jets += len(batch)
             yield batch
