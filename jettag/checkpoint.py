@@ -25,13 +25,19 @@ from jettag.errors import ConfigError
 def read_torch_file(path: str | Path, key: str = "ckpt_path"):
     """The content of a PyTorch file, or one sentence naming `key` and the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"{key}: '{path}' is a directory; give the checkpoint file, e.g. {path}/checkpoints/best.ckpt."
+        )
     if not path.is_file():
         raise ConfigError(f"{key}: the checkpoint '{path}' does not exist; check the path.")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ConfigError(
-            f"{key}: cannot read the checkpoint '{path}' ({err}); is it a complete PyTorch file?"
+            f"{key}: '{path}' is not a readable PyTorch checkpoint ({type(err).__name__}: {reason}); "
+            "give a checkpoint written by jettag-train or a published model file, complete."
         ) from None
 
 

@@ -207,12 +207,13 @@ def predict_files(
     fabric: Fabric | None = None,
     progress: bool = True,
     new_variables: Mapping[str, str] | None = None,
+    drop_unphysical: bool = False,
 ) -> PredictSummary:
     """Score every jet of the files into `output` (tree `Events`), chunk by chunk.
 
     One row per input jet, files in the order given: `score_<class>` (float32), the observers and
     `entry`, the jet's entry number in its input file. Jets the model cannot take (no particles, or
-    non-finite inputs with `drop_nonfinite`) keep their row with NaN scores and are counted. `fabric`
+    non-finite inputs with `drop_nonfinite`, an impossible particle with `drop_unphysical`) keep their row with NaN scores and are counted. `fabric`
     (`scoring_fabric`) sets the device and precision; by default the CPU in float32.
     """
     if chunk_size < 1 or batch_size < 1:
@@ -235,7 +236,7 @@ def predict_files(
     variables = parse_new_variables(new_variables)
     builder = JetBuilder(
         trained.features, None, observers, branches, skip_empty=True, drop_nonfinite=drop_nonfinite,
-        new_variables=variables,
+        new_variables=variables, drop_unphysical=drop_unphysical,
     )  # fmt: skip
     source = JetSource(files, builder, treename, "files")
     source.scan()  # every file checked before anything is written

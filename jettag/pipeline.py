@@ -15,7 +15,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from jettag.checkpoint import AtomicCheckpointIO
+from jettag.checkpoint import AtomicCheckpointIO, read_torch_file
 from jettag.data.datamodule import JetDataModule
 from jettag.errors import ConfigError
 from jettag.evaluation.report import write_report
@@ -62,6 +62,7 @@ def build_model(
     if set. Models that find inputs by name (ParticleNet's `points`) are given `feature_names`."""
     settings = as_dict(model_cfg)
     weights = settings.pop("weights", None)
+    check_model_sizes(settings)
     extra = {}
     if feature_names is not None and "feature_names" in _parameters(settings.get("_target_")):
         extra["feature_names"] = list(feature_names)
@@ -69,6 +70,22 @@ def build_model(
     if weights and load_weights:
         attach_weights(model, weights)
     return model
+
+
+def check_model_sizes(settings: Mapping, key: str = "model") -> None:
+    """Widths, depths and counts (integers, alone or in lists) must be at least 1; dropout rates and
+    other fractions lie in [0, 1). One sentence naming the key otherwise (the model would fail deep in
+    torch, or build a layer of no width)."""
+    for name, value in settings.items():
+        if name.startswith("_") or isinstance(value, bool):
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        flat = [v for item in values for v in (item if isinstance(item, (list, tuple)) else [item])]
+        if "dropout" in name:
+            if any(isinstance(v, (int, float)) and not 0 <= v < 1 for v in flat):
+                raise ConfigError(f"{key}.{name}={value}: a dropout rate lies in [0, 1).")
+        elif any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in flat):
+            raise ConfigError(f"{key}.{name}={value}: sizes, depths and counts must be at least 1.")
 
 
 def _parameters(target: str | None) -> set[str]:
@@ -154,8 +171,12 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     if ckpt_path == "last":
         last = run_dir / "checkpoints" / "last.ckpt"
         return str(last) if last.is_file() else None
-    if not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path: the checkpoint '{ckpt_path}' does not exist; check the path.")
+    content = read_torch_file(ckpt_path, key="ckpt_path")  # one sentence for a directory or another file
+    if not isinstance(content, dict) or "state_dict" not in content or "global_step" not in content:
+        raise ConfigError(
+            f"ckpt_path: '{ckpt_path}' is not a training checkpoint (Lightning's, with the optimizer state) to "
+            "resume from; to start from a model's weights, use task=finetune task.backbone=... instead."
+        )
     return str(ckpt_path)
 
 

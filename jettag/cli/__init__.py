@@ -102,6 +102,30 @@ def renamed_key_error(prog: str, args: list[str]) -> str | None:
     return None
 
 
+def unknown_option_error(args: list[str], configs: Path | None = None) -> str | None:
+    """The sentence for the first `group=name` among `args` whose group has no config `name` (Hydra
+    answers with many lines: the search path and a stack-trace hint); None when all are known, or when
+    the user adds config directories of their own (`--config-dir`, `hydra.searchpath`)."""
+    configs = configs or config_dir()
+    if any(a.startswith(("--config-dir", "-cd", "hydra.searchpath")) for a in args):
+        return None
+    for arg in args:
+        match = re.fullmatch(r"(?:\+\+|\+)?([A-Za-z_]\w*)=(.*)", arg, re.S)
+        if arg.startswith("-") or not match or not (configs / match.group(1)).is_dir():
+            continue
+        group, value = match.groups()
+        options = sorted(p.stem for p in (configs / group).glob("*.yaml"))
+        names = [n.strip() for n in value.strip().strip("[]").split(",") if n.strip()]
+        for name in names:
+            if name not in options and name != "null":
+                what = {"features": "feature set", "callbacks": "callback set"}.get(group, group)
+                return (
+                    f"{group}={value}: jettag has no {what} '{name}'; choose one of {', '.join(options)} "
+                    f"(the configs in {configs / group})."
+                )
+    return None
+
+
 def hydra_app(config_name: str, prog: str):
     """A Hydra entry point on jettag's configs that reports user errors in one sentence (exit 2)."""
     import hydra
@@ -126,7 +150,11 @@ def hydra_app(config_name: str, prog: str):
         @functools.wraps(task)
         def entry(cfg=None):
             # before Hydra, which would reject an old key with its own message and no pointer to the new one
-            error = renamed_key_error(prog, sys.argv[1:]) if cfg is None else None
+            error = (
+                (renamed_key_error(prog, sys.argv[1:]) or unknown_option_error(sys.argv[1:]))
+                if cfg is None
+                else None
+            )
             if error:
                 print(f"{prog}: error: {error}", file=sys.stderr)
                 sys.exit(2)

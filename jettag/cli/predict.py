@@ -38,6 +38,7 @@ def predict(cfg: DictConfig) -> int:
         # the run's evaluation batch (None: its training batch, as in jettag-train); 1024 for weaver-core files
         batch_size=int(data.get("eval_batch_size") or data.get("batch_size") or 1024),
         drop_nonfinite=bool(data.get("drop_nonfinite_jets", False)),
+        drop_unphysical=bool(data.get("drop_unphysical_jets", False)),
         fabric=fabric,
         progress=bool(cfg.progress),
         new_variables=data.get("new_variables") or {},

@@ -36,6 +36,11 @@ def build_task(task_cfg: DictConfig, model, datamodule) -> L.LightningModule:
     """The task of `task_cfg` training `model` on the data of `datamodule`: its class names and
     background, and for the tasks that take `features` (pretraining recomputes input features) its
     feature set with the numbers fitted on the training data."""
+    optimizer = task_cfg.get("optimizer") or {}
+    if "lr" in optimizer and not float(optimizer.lr) > 0:
+        raise ConfigError(f"task.optimizer.lr={optimizer.lr} must be positive.")
+    if "weight_decay" in optimizer and not float(optimizer.weight_decay) >= 0:
+        raise ConfigError(f"task.optimizer.weight_decay={optimizer.weight_decay} must not be negative.")
     extra = {}
     if "features" in task_parameters(task_cfg):
         extra["features"] = datamodule.features

@@ -66,6 +66,7 @@ class JetDataModule(L.LightningDataModule):
         group_by_length: bool = False,
         skip_empty_jets: bool = True,
         drop_nonfinite_jets: bool = False,
+        drop_unphysical_jets: bool = False,
         seed: int = 0,
         progress: bool = True,
         streaming: bool | str = False,
@@ -80,12 +81,21 @@ class JetDataModule(L.LightningDataModule):
         on_bad_file: str = "error",
     ):
         super().__init__()
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size must be at least 1, not {batch_size}.")
-        if chunk_size < 1:
-            raise ConfigError(f"data.chunk_size must be at least 1, not {chunk_size}.")
-        if piece_size < 1:
-            raise ConfigError(f"data.piece_size must be at least 1, not {piece_size}.")
+        sizes = {"batch_size": batch_size, "eval_batch_size": 1 if eval_batch_size is None else eval_batch_size, "chunk_size": chunk_size,
+                 "piece_size": piece_size, "shuffle_buffer": shuffle_buffer, "fit_max_jets": fit_max_jets}  # fmt: skip
+        for key, value in sizes.items():
+            if value < 1:
+                raise ConfigError(f"data.{key} must be at least 1, not {value}.")
+        if num_workers < 0:
+            raise ConfigError(
+                f"data.num_workers must be 0 (read in the main process) or more, not {num_workers}."
+            )
+        if in_memory_max_jets < 0:
+            raise ConfigError(f"data.in_memory_max_jets must be 0 or more, not {in_memory_max_jets}.")
+        if not 0 < fit_fraction <= 1:
+            raise ConfigError(
+                f"data.fit_fraction={fit_fraction} must lie in (0, 1]: the fraction of each training file read for the fits."
+            )
         if on_bad_file not in ("error", "skip"):
             raise ConfigError(
                 f"data.on_bad_file={on_bad_file!r}; use error (stop at a damaged or mismatched file) or skip "
@@ -121,6 +131,7 @@ class JetDataModule(L.LightningDataModule):
             branches,
             skip_empty=skip_empty_jets,
             drop_nonfinite=drop_nonfinite_jets,
+            drop_unphysical=drop_unphysical_jets,
             selection=Expression.parse(selection, "data.selection") if selection else None,
             new_variables=parse_new_variables(new_variables),
         )

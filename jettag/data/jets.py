@@ -45,7 +45,8 @@ class JetBuilder:
 
     Jets without particles are skipped and counted when `skip_empty` (the default), otherwise
     they are an error; jets with a NaN or infinite input are an error unless `drop_nonfinite`,
-    in which case they too are skipped and counted. `new_variables` (name -> expression) are
+    in which case they too are skipped and counted. Jets with a physically impossible particle
+    (`unphysical_particle`) are an error unless `drop_unphysical`, likewise. `new_variables` (name -> expression) are
     computed first and can be used as inputs, observers or in the `selection`; jets failing the
     selection are counted as `failed_selection`. Chunks of a per-class group (`Chunk.label`) take
     their class from the group instead of label branches.
@@ -61,6 +62,7 @@ class JetBuilder:
         drop_nonfinite: bool = False,
         selection: Expression | None = None,
         new_variables: Mapping[str, Expression] | None = None,
+        drop_unphysical: bool = False,
     ):
         self.features = features
         self.labels = labels
@@ -68,6 +70,7 @@ class JetBuilder:
         self.rename = dict(branches or {})  # canonical name -> name in the file
         self.skip_empty = skip_empty
         self.drop_nonfinite = drop_nonfinite
+        self.drop_unphysical = drop_unphysical
         self.selection = selection
         self.new_variables = dict(new_variables or {})
 
@@ -157,7 +160,8 @@ class JetBuilder:
             for name in self.observers
             if name in plan.observers or name in computed
         }
-        drop = self._dropped(particles, jets, counts, passed, chunk, skipped)
+        # observers are checked too: a NaN jet_mass would vanish from the report's mass-binned rejections
+        drop = self._dropped(particles, {**file_observers, **jets}, counts, passed, chunk, skipped)
         labels, truth = self._labels(chunk, len(counts))
         entries = np.arange(len(counts), dtype=np.int64) + chunk.start + chunk.offset
         if drop.any():
@@ -239,6 +243,14 @@ class JetBuilder:
                     )
                 drop[bad_jets] = True
         skipped["nonfinite_inputs"] += int((drop & selected).sum())
+        if all(name in particles for name in FOUR_MOMENTUM):
+            unphysical = unphysical_jets(particles, jet_of_particle, len(counts)) & ~drop
+            if unphysical.any():
+                if not self.drop_unphysical:
+                    jet = int(np.argmax(unphysical))
+                    raise DataError(f"{where}: {describe_unphysical(particles, counts, jet, first + jet)}")
+                skipped["unphysical_particle"] += int(unphysical.sum())
+                drop |= unphysical
         empty = (counts == 0) & ~drop
         if empty.any():
             if not self.skip_empty:
@@ -274,6 +286,55 @@ class JetBuilder:
                 f"{where}: feature '{self.features.features[col].name}' is not finite for a particle of the jet "
                 f"at entry {entry} (from an input such as a zero or negative energy); check that jet's values."
             )
+
+
+# E below |p| by at most this fraction of |p| is rounding (massless particles stored in float32)
+MASS_ROUNDING = 1e-3
+
+
+def unphysical_particles(particles: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Masks of the particles whose four-momentum is impossible, by reason.
+
+    - `negative energy`: E < 0;
+    - `zero pT`: px = py = 0 (no direction in eta and phi: the features need log pT, eta, phi);
+    - `energy below |p|`: E < |p| (1 - MASS_ROUNDING), an imaginary mass; E below |p| by less is the
+      rounding of massless particles written in float32, and such particles are used as stored.
+    """
+    px, py, pz, energy = (particles[name].astype(np.float64) for name in FOUR_MOMENTUM)
+    p = np.sqrt(px * px + py * py + pz * pz)
+    with np.errstate(invalid="ignore"):
+        return {
+            "negative energy": energy < 0,
+            "zero pT": (px == 0) & (py == 0),
+            "energy below |p|": (energy >= 0) & (energy < p * (1 - MASS_ROUNDING)),
+        }
+
+
+def unphysical_jets(
+    particles: Mapping[str, np.ndarray], jet_of_particle: np.ndarray, num_jets: int
+) -> np.ndarray:
+    bad = np.zeros(len(jet_of_particle), dtype=bool)
+    for mask in unphysical_particles(particles).values():
+        bad |= mask
+    out = np.zeros(num_jets, dtype=bool)
+    out[jet_of_particle[bad]] = True
+    return out
+
+
+def describe_unphysical(particles: Mapping[str, np.ndarray], counts: np.ndarray, jet: int, entry: int) -> str:
+    """One sentence on the first impossible particle of jet `jet` (at `entry` of the file)."""
+    start = int(np.sum(counts[:jet]))
+    rows = slice(start, start + int(counts[jet]))
+    for reason, mask in unphysical_particles({k: particles[k][rows] for k in FOUR_MOMENTUM}).items():
+        if mask.any():
+            i = int(np.argmax(mask))
+            px, py, pz, e = (float(particles[k][rows][i]) for k in FOUR_MOMENTUM)
+            return (
+                f"particle {i} of the jet at entry {entry} has {reason} (part_px={px:.6g}, part_py={py:.6g}, "
+                f"part_pz={pz:.6g}, part_energy={e:.6g} GeV); fix the file, or set data.drop_unphysical_jets=true "
+                "to skip such jets (they are counted)."
+            )
+    raise AssertionError("no unphysical particle in this jet")
 
 
 def _jagged(values: ak.Array) -> tuple[np.ndarray, np.ndarray]:
