@@ -1,7 +1,8 @@
 """Every listed config composes: each task with each model trains two steps with the defaults, through
 `jettag-train` as a user runs it (Hydra multiruns, one process each, to spare the start-up), and the
 checkpoints follow the metric the task declares (val/auc for classifiers, val/loss for pretraining).
-Each option of the other groups (features, trainer, logger) runs with the defaults too; a combination
+Each option of the other groups (features, data, trainer, logger) runs with the defaults too (a data
+option on toy files of its schema; the GPU trainers where there is a GPU); a combination
 that is not meant to work (masked particle modelling of a model without particle tokens) stops with
 one sentence. Sizes come from the data (12 particles, 2 batches of 16), the models are the shipped ones.
 """
@@ -21,7 +22,7 @@ from jettag.paths import config_dir
 FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
         "data.batch_size=16", "features.max_particles=12"]  # fmt: skip
 OPTIONS = {group: sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
-           for group in ("task", "model", "features", "trainer", "logger", "callbacks")}  # fmt: skip
+           for group in ("task", "model", "features", "data", "trainer", "logger", "callbacks")}  # fmt: skip
 PART_MODELS = ["part", "part_plain", "part_small"]
 DECLARED = {"classification": "val/auc", "classification_cosine": "val/auc", "finetune": "val/auc",
             "contrastive": "val/loss", "pretrain": "val/loss"}  # fmt: skip
@@ -117,3 +118,43 @@ def test_each_option_of_the_other_groups_trains_with_the_defaults(group_runs, op
     run_dir = group_runs[(option,)]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["info"]["optimizer_steps"] == 2 and 0 <= metrics["auc"] <= 1
+
+
+@pytest.fixture(scope="module")
+def data_runs(toy_root_files, toy_multiclass_files, toy_parquet_files, tmp_path_factory):
+    """Each data option with its own settings (labels, observers, streaming...), on toy files of its schema."""
+    multiclass = [o for o in OPTIONS["data"] if o in ("generated_multiclass", "jetclass", "pretrain_set")]
+    runs = sweep(tmp_path_factory, "compose_data_multi", toy_multiclass_files, f"data={','.join(multiclass)}",
+                 "data.piece_size=200", "data.shuffle_buffer=64")  # fmt: skip
+    runs |= sweep(tmp_path_factory, "compose_data_top", toy_root_files, "data=study_topqcd,top_sample")
+    runs |= sweep(
+        tmp_path_factory, "compose_data_landscape", toy_parquet_files, "data=toplandscape", "features=kin"
+    )
+    return runs
+
+
+@pytest.mark.parametrize("option", OPTIONS["data"])
+def test_each_data_option_trains_on_files_of_its_schema(data_runs, option):
+    assert set(OPTIONS["data"]) == {"generated_multiclass", "jetclass", "pretrain_set", "study_topqcd", "top_sample",
+                                 "toplandscape"}  # fmt: skip
+    (run_dir,) = [run for key, run in data_runs.items() if f"data={option}" in key]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["info"]["optimizer_steps"] == 2 and 0 <= metrics["auc"] <= 1
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_gpu_trainers_train_on_a_gpu_and_say_so_without_one(toy_root_files, tmp_path, trainer):
+    """trainer=gpu and trainer=ddp train two steps where there is a GPU; without one they stop with one
+    sentence pointing to the CPU (ddp_cpu, cpu and default run above and in tests/cluster)."""
+    data = [f"data.{split}_files=[{path}]" for split, path in toy_root_files.items()]
+    result = run_cli("jettag-train", f"trainer={trainer}", *data, *FAST, f"hydra.run.dir={tmp_path}")
+    if torch.cuda.is_available():
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics = json.loads((tmp_path / "metrics.json").read_text())
+        assert metrics["info"]["optimizer_steps"] == 2
+        return
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert (
+        line.startswith("jettag-train: error: trainer.accelerator=gpu") and "trainer.accelerator=cpu" in line
+    ), line
