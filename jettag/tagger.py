@@ -139,7 +139,6 @@ class Tagger:
         if ak.backend(jets) == "typetracer":
             arrays = _as_record_array(jets)
             builder = self._builder(self.rename)
-            self._check_fields(arrays, builder)
             for name in builder.plan(_ArrayFile(arrays)).all_branches(builder.rename):
                 ak.typetracer.touch_data(arrays[name])
             form = ak.forms.RecordForm([ak.forms.NumpyForm("float32") for _ in fields], fields)
@@ -159,48 +158,31 @@ class Tagger:
         files = resolve_files(patterns if not isinstance(patterns, Path) else str(patterns), "files")
         source = JetSource(files, builder, treename or self.treename, "files")
         source.scan()  # every file checked before scoring starts
-        parts = []
-        for info, chunk, built, skipped in source.chunks(chunk_size, progress=progress, desc="scoring"):
-            columns = score_chunk(
-                self.trained, self.trained.model, builder, info, chunk, built, batch_size, self.device
-            )
-            parts.append(self._stack(columns))
-            self.last_skipped += skipped
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), dtype=np.float32)
+        return self._score(source.chunks(chunk_size, progress=progress, desc="scoring"), builder, batch_size)
 
     def _predict_arrays(self, jets, builder, batch_size, chunk_size) -> np.ndarray:
         arrays = _as_record_array(jets)
-        self._check_fields(arrays, builder)
-        plan = builder.plan(_ArrayFile(arrays))
+        plan = builder.plan(_ArrayFile(arrays))  # missing fields: one sentence (`_ArrayFile`)
+
+        def pieces():
+            for start in range(0, len(arrays), chunk_size):
+                chunk = Chunk(
+                    IN_MEMORY, start, min(start + chunk_size, len(arrays)), arrays[start : start + chunk_size]
+                )
+                yield (_Info(plan), chunk, *builder.build(chunk, plan))
+
+        return self._score(pieces(), builder, batch_size)
+
+    def _score(self, pieces, builder: JetBuilder, batch_size: int) -> np.ndarray:
+        """The scores of (source file, chunk as read, its jets, jets skipped) pieces, one row per jet read."""
         parts = []
-        total = len(arrays)
-        for start in range(0, total, chunk_size):
-            stop = min(start + chunk_size, total)
-            chunk = Chunk(IN_MEMORY, start, stop, arrays[start:stop])
-            built, skipped = builder.build(chunk, plan)
+        for info, chunk, built, skipped in pieces:
             columns = score_chunk(
-                self.trained, self.trained.model, builder, _Info(plan), chunk, built, batch_size, self.device
+                self.trained, self.trained.model, builder, info, chunk, built, batch_size, self.device
             )
-            parts.append(self._stack(columns))
+            parts.append(np.stack([columns[f"score_{name}"] for name in self.classes], axis=1))
             self.last_skipped += skipped
         return np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), dtype=np.float32)
-
-    def _stack(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        return np.stack([columns[f"score_{name}"] for name in self.classes], axis=1)
-
-    def _check_fields(self, arrays: ak.Array, builder: JetBuilder) -> None:
-        """Every branch the inputs need is a field of the jets; otherwise one sentence naming them."""
-        inverse = {v: k for k, v in builder.rename.items()}
-        available = {inverse.get(f, f) for f in arrays.fields} | set(self.new_variables)
-        read, missing = required_branches(self.features, available)
-        missing |= {n for n in read if n not in available}
-        if missing:
-            names = ", ".join(builder.rename.get(n, n) for n in sorted(missing))
-            raise DataError(
-                f"tagger.predict: the jets lack the field(s) {names}, which this tagger's inputs (feature set "
-                f"'{self.trained.features.name}') need; give jets with JetClass branch names (as uproot's "
-                "tree.arrays() returns them), or map your names with branches={'<JetClass name>': '<yours>'}."
-            )
 
     # --- pickling: on the CPU, moved back to its device where there is one -----------------------------
     def __getstate__(self) -> dict:
@@ -233,10 +215,18 @@ class _ArrayFile:
     def check_branches(self, branches, purpose: str) -> None:
         missing = sorted(set(branches) - self.branches)
         if missing:
-            raise DataError(
-                f"tagger.predict: the jets lack the field(s) {', '.join(missing)} needed for {purpose}; add "
-                "them, or map your names with branches={'<JetClass name>': '<yours>'}."
-            )
+            raise self._lack(missing, purpose)
+
+    def lacks_inputs(self, names, feature_set: str) -> DataError:
+        return self._lack(names, f"this tagger's inputs (feature set '{feature_set}')")
+
+    @staticmethod
+    def _lack(names, purpose: str) -> DataError:
+        return DataError(
+            f"tagger.predict: the jets lack the field(s) {', '.join(names)}, which {purpose} need(s); give jets "
+            "with JetClass branch names (as uproot's tree.arrays() returns them), or map your names with "
+            "branches={'<JetClass name>': '<yours>'}."
+        )
 
 
 class _Info:

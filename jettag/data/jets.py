@@ -90,11 +90,7 @@ class JetBuilder:
             inputs |= expression.names - set(computed)
         read, missing = required_branches(self.features.names, available)
         if missing:
-            names = ", ".join(sorted(missing))
-            raise DataError(
-                f"'{jet_file.path}' has no branch {names} for feature set '{self.features.name}' and it cannot be "
-                f"derived from the four-momenta; choose another feature set or map it with data.branches."
-            )
+            raise jet_file.lacks_inputs([self.rename.get(n, n) for n in sorted(missing)], self.features.name)
         self._check(jet_file, read, f"the four-momenta and feature set '{self.features.name}'")
         label_branches = list(self.labels.branches) if self.labels and jet_file.label is None else []
         self._check(jet_file, label_branches, "data.labels", computed)

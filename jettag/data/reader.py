@@ -203,6 +203,13 @@ class JetFile:
                 f"check the name in the data config (it has {len(self.branches)} {what}es)."
             )
 
+    def lacks_inputs(self, names: Sequence[str], feature_set: str) -> DataError:
+        """The sentence for input branches of `feature_set` that the file lacks and jettag cannot derive."""
+        return DataError(
+            f"'{self.path}' has no branch {', '.join(names)} for feature set '{feature_set}' and it cannot be "
+            f"derived from the four-momenta; choose another feature set or map it with data.branches."
+        )
+
     def iterate(
         self, branches: Sequence[str], chunk_size: int, start: int = 0, stop: int | None = None
     ) -> Iterator[Chunk]:

@@ -9,7 +9,6 @@ from jettag.evaluation.metrics import (
     rank_auc,
     rejection_key,
 )
-from jettag.evaluation.report import write_predictions_root, write_report
 
 __all__ = [
     "background_efficiency",
@@ -22,3 +21,13 @@ __all__ = [
     "write_predictions_root",
     "write_report",
 ]
+
+
+def __getattr__(name: str):
+    # the report writers pull in uproot and matplotlib: loaded when first used, so that
+    # `import jettag.metrics` (which needs only the curves) stays light
+    if name in ("write_predictions_root", "write_report"):
+        from jettag.evaluation import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module 'jettag.evaluation' has no attribute {name!r}")

@@ -32,7 +32,8 @@ def sweep(tmp_path_factory, name: str, files: dict, *overrides: str) -> dict[tup
     """Run one multirun; its run directories by their overrides (as sorted tuples)."""
     base = tmp_path_factory.mktemp(name)
     data = [f"data.{split}_files=[{path}]" for split, path in files.items()]
-    result = run_cli("jettag-train", "-m", *overrides, *data, *FAST, f"hydra.sweep.dir={base}")
+    # run in the sweep's directory: the mlflow logger writes its mlflow.db where it starts
+    result = run_cli("jettag-train", "-m", *overrides, *data, *FAST, f"hydra.sweep.dir={base}", cwd=base)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = {}
     for run_dir in base.iterdir():
