@@ -100,7 +100,7 @@ def train(toy_root_files, tmp_path, *overrides):
         ("missing observer", "data.observers=[jet_foo]", ["jet_foo", "data.observers"]),
         ("one label", "data.labels=[label_QCD]", ["data.labels must list at least two"]),
         ("unknown model", "model=nope", ["model=nope", "no model 'nope'", "part_small"]),
-        ("negative lr", "task.optimizer.lr=-1", ["task.optimizer.lr=-1", "positive"]),
+        ("negative lr", "task.optimizer.lr=-1", ["task.optimizer.lr=-1", "must not be negative"]),
         ("zero width", "model.embed_dims=[0,0]", ["model.embed_dims", "at least 1"]),
         ("eval batch", "data.eval_batch_size=-1", ["data.eval_batch_size", "at least 1"]),
         ("ckpt directory", "ckpt_path={base}", ["ckpt_path", "is a directory"]),
