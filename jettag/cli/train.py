@@ -37,7 +37,8 @@ def build_task(task_cfg: DictConfig, model, datamodule) -> L.LightningModule:
     background, and for the tasks that take `features` (pretraining recomputes input features) its
     feature set with the numbers fitted on the training data."""
     optimizer = task_cfg.get("optimizer") or {}
-    if "lr" in optimizer and not float(optimizer.lr) >= 0:  # 0 is allowed: a run that must not move the weights
+    # lr 0 is allowed: a run that must not move the weights
+    if "lr" in optimizer and not float(optimizer.lr) >= 0:
         raise ConfigError(f"task.optimizer.lr={optimizer.lr} must not be negative.")
     if "weight_decay" in optimizer and not float(optimizer.weight_decay) >= 0:
         raise ConfigError(f"task.optimizer.weight_decay={optimizer.weight_decay} must not be negative.")

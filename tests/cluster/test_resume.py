@@ -148,19 +148,22 @@ def uninterrupted_streaming(tiny_files, tmp_path_factory):
     return run_dir
 
 
-# kill when step k + 1 starts; last.ckpt then holds step 2 (mid epoch 0), 4 (the end of epoch 0) or 6
+# SIGKILL when step k + 1 starts: last.ckpt then holds step 2 (mid epoch 0) or 4 (the end of epoch 0);
+# SIGTERM then: Lightning ends step k + 1 and saves there, step 5 (epoch 1 after one batch: with two loader
+# workers, worker 0 is a turn ahead of worker 1)
 @pytest.mark.slow
 @pytest.mark.parametrize("streaming", [False, True], ids=["memory", "streaming"])
-@pytest.mark.parametrize("kill, saved", [(3, 2), (5, 4)], ids=["mid-epoch", "epoch-end"])
+@pytest.mark.parametrize("kill, signal, saved", [(3, "SIGKILL", 2), (5, "SIGKILL", 4), (4, "SIGTERM", 5)],
+                         ids=["mid-epoch", "epoch-end", "odd-step"])  # fmt: skip
 def test_killed_at_any_step_then_resumed_ends_exactly_like_an_uninterrupted_run(
-    streaming, kill, saved, uninterrupted, uninterrupted_streaming, tiny_files, tmp_path
+    streaming, kill, signal, saved, uninterrupted, uninterrupted_streaming, tiny_files, tmp_path
 ):
     extra = STREAMING if streaming else []
     whole = uninterrupted_streaming if streaming else uninterrupted
     stopped = tmp_path / "stopped"
     result = train(stopped, tiny_files, *extra, "+callbacks.kill._target_=cluster_callbacks.KillAtStep",
-                   f"+callbacks.kill.step={kill}")  # fmt: skip
-    assert result.returncode == -9, result.stderr[-3000:]
+                   f"+callbacks.kill.step={kill}", f"+callbacks.kill.signal={signal}")  # fmt: skip
+    assert result.returncode == (-9 if signal == "SIGKILL" else 143), result.stderr[-3000:]
     assert last_checkpoint(stopped)["global_step"] == saved
     result = train(stopped, tiny_files, *extra, "ckpt_path=last")
     assert result.returncode == 0, result.stderr[-3000:]

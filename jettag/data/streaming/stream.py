@@ -106,6 +106,10 @@ class JetStream(IterableDataset):
         target = self.batches_per_share(workers, world) if world > 1 else None
         rng = np.random.default_rng((self.seed, epoch, share, 1))
         done = self.skip.get(worker, 0) if epoch == self.skip_epoch else 0  # batches already trained on
+        if done > min((self.skip.get(w, 0) for w in range(workers)), default=0):
+            # the loader takes one batch from each worker in turn, starting with worker 0: a worker that
+            # was a turn ahead when the run stopped passes this turn, so the order goes on as it was
+            yield JetBatch(None, None, None, None, None, None)
         skipped: Counter = Counter()
         pool = ShuffleBuffer()
         emitted = 0
@@ -252,7 +256,9 @@ class JetStreamLoader(DataLoader):
             if batch.skipped is not None:
                 self.skipped.update(batch.skipped)
                 batch.skipped = None
-            if batch.x is None:  # a share's last batch, trained on before the run was resumed
+            if (
+                batch.x is None
+            ):  # a turn passed, or a share's last batch trained on before the run was resumed
                 continue
             self.jets += len(batch)
             yield batch
