@@ -201,7 +201,7 @@ def predict_files(
     treename: str,
     observers: Sequence[str] = (),
     branches: Mapping[str, str] | None = None,
-    chunk_size: int = 100_000,
+    chunk_size: int = 10_000,
     batch_size: int = 1024,
     drop_nonfinite: bool = False,
     fabric: Fabric | None = None,

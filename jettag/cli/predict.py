@@ -34,7 +34,7 @@ def predict(cfg: DictConfig) -> int:
         treename=data["treename"],
         observers=list(data.get("observers") or []),
         branches=data.get("branches") or {},
-        chunk_size=int(data.get("chunk_size") or 100_000),
+        chunk_size=int(data.get("chunk_size") or 10_000),
         # the run's evaluation batch (None: its training batch, as in jettag-train); 1024 for weaver-core files
         batch_size=int(data.get("eval_batch_size") or data.get("batch_size") or 1024),
         drop_nonfinite=bool(data.get("drop_nonfinite_jets", False)),

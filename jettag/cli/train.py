@@ -13,6 +13,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from jettag.cli import hydra_app
+from jettag.data.memory import give_back_freed_memory
 from jettag.errors import ConfigError
 from jettag.pipeline import (
     as_dict,
@@ -27,6 +28,7 @@ from jettag.pipeline import (
     write_test_report,
 )
 from jettag.tasks import JetClassifier
+from jettag.tasks.memory import ResidentMemory
 from jettag.threads import set_compute_threads
 
 log = logging.getLogger("jettag.train")
@@ -95,6 +97,7 @@ def train(cfg: DictConfig) -> float | None:
     if not cfg.test or not hasattr(task, "predictions"):  # a pretraining task has no classifier to test
         return float(best) if best is not None else None
 
+    give_back_freed_memory()  # training's freed tensors, before testing and the report
     trainer.test(
         task, datamodule=datamodule, ckpt_path="best" if checkpoint and checkpoint.best_model_path else None
     )
@@ -112,6 +115,9 @@ def train(cfg: DictConfig) -> float | None:
         "train_files": list(cfg.data.train_files),
         "test_files": list(cfg.data.test_files),
     }
+    for callback in trainer.callbacks:
+        if isinstance(callback, ResidentMemory):
+            info.update(callback.summary())
     if not trainer.is_global_zero:  # DDP: the first process writes the report of the gathered predictions
         return float(best) if best is not None else None
     metrics = write_test_report(task, datamodule, run_dir, info)

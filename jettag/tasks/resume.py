@@ -37,6 +37,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 log = logging.getLogger(__name__)
 
 
+def is_streamed(loader) -> bool:
+    """Whether the trainer's training loader is jettag's streamed one (`JetStreamLoader`)."""
+    from jettag.data.streaming.stream import JetStreamLoader
+
+    return isinstance(loader, JetStreamLoader)
+
+
 class ResumeBatchPosition(L.Callback):
     def __init__(self):
         self.epoch = 0
@@ -59,7 +66,7 @@ class ResumeBatchPosition(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         loader = trainer.train_dataloader
-        if hasattr(loader, "epoch") and hasattr(loader, "skipped"):  # a streamed loader: the trainer's epoch
+        if is_streamed(loader):  # the trainer's epoch
             loader.epoch = trainer.current_epoch
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -87,8 +94,7 @@ class ResumeBatchPosition(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         restored, self._restored = self._restored, None
         loader = trainer.train_dataloader
-        streamed = hasattr(loader, "epoch") and hasattr(loader, "skipped")
-        if streamed:
+        if is_streamed(loader):
             # the first iterator was made (and its first batch read) before this hook: make it again,
             # with the trainer's epoch and, mid-epoch, the batches each worker already handed out
             loader.epoch = trainer.current_epoch

@@ -81,13 +81,18 @@ def test_train_defaults_are_the_no_argument_run_and_compose_as_before(tmp_path):
              ("model=particlenet", "trainer=gpu"), ("experiment=jetclass_part", "trainer=ddp")]  # fmt: skip
     old, new = composed(before, cases), composed(config_dir(), cases)
     lightning_defaults = trainer_arguments()
+    for case in cases:  # issue 16: train.yaml's batches, 128 -> 32 and evaluation 256 (a peak under 1 GB)
+        if old[case]["data"]["batch_size"] == 128:
+            old[case]["data"]["batch_size"] = 32
+        if new[case]["data"]["eval_batch_size"] == 256:
+            old[case]["data"]["eval_batch_size"] = 256
     for case in cases:
         trainer = new[case]["trainer"]
         added = {key: trainer.pop(key) for key in list(trainer) if key not in old[case]["trainer"]}
         # the Trainer arguments listed since: at Lightning's defaults, as when they were not passed
         assert added == {key: lightning_defaults[key] for key in added}, case
         assert new[case] == old[case], case
-    assert new[()]["features"]["max_particles"] == 64 and new[()]["data"]["batch_size"] == 128
+    assert new[()]["features"]["max_particles"] == 64 and new[()]["data"]["batch_size"] == 32
     assert new[("experiment=top_part",)]["features"]["max_particles"] == 128
 
 

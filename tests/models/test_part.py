@@ -2,6 +2,9 @@
 
 import copy
 import itertools
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -245,6 +248,36 @@ def test_dropout_rate_and_seed():
         torch.set_num_threads(threads)
     for half in c.flatten().chunk(2):
         assert (half > 0).float().mean().item() == pytest.approx(0.9, abs=0.001)
+
+
+def test_native_gelu_forward_and_backward():
+    """GELU on PyTorch's own kernels (not oneDNN's, which compile one kernel per shape) against the
+    erf formula and its derivative, worked here in float64: x Phi(x), Phi(x) + x phi(x)."""
+    x = torch.linspace(-6, 6, 1203, dtype=torch.float64).reshape(3, 401).requires_grad_()
+    y = kernels.gelu_native(x)
+    t = x.detach()
+    cdf = 0.5 * (1 + torch.erf(t / 2**0.5))
+    pdf = torch.exp(-0.5 * t**2) / (2 * torch.pi) ** 0.5
+    torch.testing.assert_close(y.detach(), t * cdf, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(t)
+    y.backward(grad)
+    torch.testing.assert_close(x.grad, grad * (cdf + t * pdf), rtol=1e-12, atol=1e-12)
+    assert torch._C._get_mkldnn_enabled()  # the switch is set back
+    out = torch.empty_like(t)
+    torch.testing.assert_close(kernels.gelu_out(t, out), t * cdf, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(kernels.gelu_backward_out(grad, t, torch.empty_like(t)), grad * (cdf + t * pdf),
+                               rtol=1e-12, atol=1e-12)  # fmt: skip
+
+
+def test_onednn_caches_are_bounded_unless_the_user_chose():
+    names = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+    code = f"import os, jettag.models.part.kernels; print(*(os.environ[k] for k in {names}))"
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["16", "16"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "LRU_CACHE_CAPACITY": "200"},
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.split() == ["16", "200"]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")

@@ -10,17 +10,32 @@ result whichever it is; only "cpu_kernels" takes the CPU-specific way:
   width of 16 and has no dropout; its fallback draws dropout masks slowly). "dense" takes the
   same explicit form on whole batches: SDPA's ONNX decomposition can disagree with its strides;
 - `dropout`: Bernoulli(1 - p) masks drawn as uniform < 1 - p, from NumPy's PCG64 split over
-  threads (`uniform`), several times faster than torch's draws;
+  threads (`uniform`), several times faster than torch's draws, and kept for the backward pass as
+  booleans (a quarter of a float mask's memory);
 - `workspace_for`: buffers kept from one training step to the next (the pair MLP's, see
-  `pair_embed`), since fresh large tensors cost more in page faults than the arithmetic in them.
+  `pair_embed`), since fresh large tensors cost more in page faults than the arithmetic in them;
+- `gelu_native`: PyTorch's own vectorized GELU, forward and backward, never oneDNN's: oneDNN compiles
+  a kernel for every new tensor shape and keeps up to 1024 of them (~0.26 MB each, forward and
+  backward), and ParT's shapes change with every batch, so the resident memory of a training run
+  grew by ~0.5 GB over its first epochs (memray: `jit_uni_eltwise_fwd/bwd` code buffers). The
+  native kernel is as fast.
+
+oneDNN (through ideep) also keeps every matrix-product primitive it built, one per input shape, up to
+1024 in each of two caches; inference through `linear`'s fused call sees a new shape with almost every
+bucket of jets, and the resident memory of a reference-size ParT scoring jets grew from 0.4 to 1.9 GB
+over 60 batches. Importing this module bounds both caches to `ONEDNN_CACHE_CAPACITY` entries (flat at
+~0.4 GB, as fast), unless the user set `ONEDNN_PRIMITIVE_CACHE_CAPACITY` or `LRU_CACHE_CAPACITY`;
+oneDNN reads them when it builds its first primitive.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -80,8 +95,65 @@ def dropout(x: torch.Tensor, p: float, training: bool, path: ExecutionPath) -> t
     if path is not CPU or p >= 1:
         return F.dropout(x, p, training=True)
     keep = 1.0 - p
-    return x * uniform(x.shape).lt_(keep).div_(keep).to(x.dtype)
+    kept = uniform(x.shape) < keep  # bool: what the backward pass keeps is 1 byte per entry, not 4
+    return torch.mul(x, kept).mul_(1.0 / keep)
 
+
+@contextmanager
+def without_onednn() -> Iterator[None]:
+    """PyTorch's own CPU kernels for the ops inside (the switch is process-wide; set back on exit)."""
+    if not torch._C._get_mkldnn_enabled():
+        yield
+        return
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(True)
+
+
+class NativeGelu(torch.autograd.Function):
+    """GELU (erf form) with PyTorch's own kernels forward and backward (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        with without_onednn():
+            return torch.ops.aten.gelu(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        with without_onednn():
+            return torch.ops.aten.gelu_backward(grad, x)
+
+
+def gelu_native(x: torch.Tensor) -> torch.Tensor:
+    """`F.gelu`; on a CPU, never through oneDNN (a compiled kernel kept per tensor shape)."""
+    if x.device.type != "cpu":
+        return F.gelu(x)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return NativeGelu.apply(x)
+    with without_onednn():
+        return F.gelu(x)
+
+
+def gelu_out(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """GELU of x into `out` (CPU, no autograd), PyTorch's own kernel."""
+    with without_onednn():
+        return torch.ops.aten.gelu.out(x, out=out)
+
+
+def gelu_backward_out(grad: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The gradient of GELU at x times `grad`, into `out` (CPU), PyTorch's own kernel."""
+    with without_onednn():
+        return torch.ops.aten.gelu_backward.grad_input(grad, x, grad_input=out)
+
+
+ONEDNN_CACHE_CAPACITY = 16
+for _name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):  # oneDNN's own and ideep's
+    os.environ.setdefault(_name, str(ONEDNN_CACHE_CAPACITY))
 
 _ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -105,7 +177,7 @@ def linear(
             x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else ""
         )
     out = F.linear(x, weight, bias)
-    return F.gelu(out) if gelu else out
+    return gelu_native(out) if gelu else out
 
 
 def mlp(layers: nn.Sequential, h: torch.Tensor, path: ExecutionPath) -> torch.Tensor:
