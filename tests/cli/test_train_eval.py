@@ -65,6 +65,8 @@ def test_sample_part_small_train_then_eval(toy_root_files, tmp_path):
         run_dir / "checkpoints" / "last.ckpt"
     ).is_file()
     assert (run_dir / "csv" / "metrics.csv").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+    info = metrics["info"]  # the resident memory after each training epoch (ResidentMemory)
+    assert len(info["resident_mb_per_epoch"]) == info["epochs"] == 1 and info["peak_resident_mb"] > 100
 
     # AUC and Rej50 recomputed from the predictions file
     tree = uproot.open(run_dir / "predictions.root")["Events"]
