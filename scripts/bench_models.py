@@ -181,7 +181,7 @@ def timed(fn, batches, device) -> float:
     for batch in batches:
         fn(batch)
     sync(device)
-    return sum(len(b["y"]) for b in batches) / (time.perf_counter() - start)
+    return sum(len(b.y) for b in batches) / (time.perf_counter() - start)
 
 
 def _status_kib(field: str) -> int:
@@ -334,9 +334,9 @@ def main(argv=None) -> None:
                 memory[f"{name} {mode}"] = measure_memory(argv, name, mode)
 
     med = {k: statistics.median(v) for k, v in results.items()}
-    padded = np.mean([b["x"].shape[1] for b in test])
-    weaver_padded = np.mean([b["x"].shape[1] for b in weaver_test])
-    train_padded = np.mean([b["x"].shape[1] for b in train_batches])
+    padded = np.mean([b.x.shape[1] for b in test])
+    weaver_padded = np.mean([b.x.shape[1] for b in weaver_test])
+    train_padded = np.mean([b.x.shape[1] for b in train_batches])
     real = np.mean(dm.dataset("test").counts)
     print(f"\n{n_jets} jets from {', '.join(args.files)}; {args.features} features ({num_features}), "
           f"batch {args.batch_size}, <= {MAX_PARTICLES} particles, mean {real:.1f} per jet")  # fmt: skip
