@@ -101,6 +101,8 @@ def detect_format(path: str) -> str:
 
 
 TREE_CLASSES = ("TTree", "TNtuple", "ROOT::RNTuple")
+# Files above this size are read with plain reads, not memory-mapped (see JetFile._open_root).
+MEMORY_MAP_MAX_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -140,11 +142,14 @@ class JetFile:
 
         use_fast_zlib()
         # No array cache: a chunk is read once, and a cache would keep it alive with the file.
-        # Local files are read with plain reads: uproot's default (fsspec) source hands every read to
-        # an asyncio thread, ~10% slower in one thread and more with the loader's threads; a memory
-        # map is as fast, but every page read stays resident while the file is open, so scoring a
-        # file of 1M jets chunk by chunk grew by its whole size (1.6 GB), not by one chunk.
-        handler = None if "://" in self.path else uproot.source.file.MultithreadedFileSource
+        # Local files are memory-mapped: uproot's default (fsspec) source hands every read to an
+        # asyncio thread, ~10% slower in one thread and more with the loader's threads. But every
+        # mapped page read stays resident while the file is open, so a large file (scored chunk by
+        # chunk: 1M jets grew by the file's whole 1.6 GB) is read with plain reads instead.
+        handler = None
+        if "://" not in self.path:
+            large = os.path.getsize(self.path) > MEMORY_MAP_MAX_BYTES
+            handler = uproot.source.file.MultithreadedFileSource if large else uproot.source.file.MemmapSource
         try:
             # uproot reads the directory, the streamers and the tree's (or RNTuple's) metadata lazily,
             # in any of these steps, and raises many types when their bytes are damaged
