@@ -39,14 +39,21 @@ def keep_freed_memory() -> bool:
     return _applied[pid]
 
 
-def _apply() -> bool:
+def _glibc_function(name: str):
+    """glibc's function `name`, or None where it is missing (macOS, musl: nothing to tune) or the
+    user asked for glibc's defaults (JETTAG_MALLOC_DEFAULTS=1)."""
     if os.environ.get("JETTAG_MALLOC_DEFAULTS", "").strip() not in ("", "0"):
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
-        return False  # not glibc (macOS, musl): nothing to tune
+        return None
+
+
+def _apply() -> bool:
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
+        return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     log.debug("glibc malloc: mmap threshold %d, trim threshold %d (%s)", MMAP_THRESHOLD, TRIM_THRESHOLD, ok)
@@ -60,12 +67,8 @@ def give_back_freed_memory() -> bool:
     tensors of a step are freed, but glibc keeps their pages in its arenas, so each phase's transient
     memory would otherwise stack on the last one's. Costs a few milliseconds; not for every step (the
     next step would fault the pages in again)."""
-    if os.environ.get("JETTAG_MALLOC_DEFAULTS", "").strip() not in ("", "0"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
+    trim = _glibc_function("malloc_trim")
+    if trim is None:
         return False
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     trim(0)
