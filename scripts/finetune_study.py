@@ -258,14 +258,14 @@ class Study:
         tried = {
             float(r["lr"]): r for r in rows if r["method"] == "scratch_lr" and int(r["budget"]) == budget
         }
-        for lr in self.args.scratch_lrs:
-            if lr in tried:
-                continue
+        def candidate(lr):
             row = self.cell("scratch_lr", budget, 0, steps, lr,
                             ["experiment=study_scratch", f"task.optimizer.lr={lr}"],
                             name=f"scratch_lr{lr:g}_{budget}")  # fmt: skip
             self.record(row)
             tried[lr] = row
+
+        self.parallel([lambda lr=lr: candidate(lr) for lr in self.args.scratch_lrs if lr not in tried])
         best = max(self.args.scratch_lrs, key=lambda lr: float(tried[lr]["val_auc"]))
         print(
             f"scratch at {budget}: lr {best:g} (validation AUC {float(tried[best]['val_auc']):.4f})",
