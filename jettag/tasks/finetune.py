@@ -102,9 +102,15 @@ def check_features(path: Path, stored: Sequence | None, run: Sequence | None) ->
             [f"{', '.join(only_here)} only here"] if only_here else []
         )
         how = f"was trained on other particle features than this run's ({'; '.join(parts)})"
+        if only_there:  # the run's files may not carry them (four-momenta only, e.g. the top-tagging tables)
+            how += (
+                "; if this run's files do not carry "
+                f"{'it' if len(only_there) == 1 else 'them'}, pretrain a backbone on the features they do "
+                "carry (e.g. features=kin for four-momenta only)"
+            )
     override = "[" + ",".join(_override_value(e) for e in stored) + "]"
     raise ConfigError(
-        f"task.backbone: '{path}' {how}; fine-tune with the backbone's own feature list, e.g. "
+        f"task.backbone: '{path}' {how}; otherwise fine-tune with the backbone's own feature list, e.g. "
         f"'features.particle_features={override}' on the command line (quoted as shown), or a features "
         "config listing them in that order."
     )

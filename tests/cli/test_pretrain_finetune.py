@@ -276,3 +276,52 @@ def test_finetune_every_model_from_its_checkpoint(toy_root_files, tmp_path):
             else:  # loaded, then one AdamW step at lr 1e-4 (the second): each weight moves by about 1e-4
                 assert not torch.equal(tuned[key], sources[name][key]), (name, key)
                 torch.testing.assert_close(tuned[key], sources[name][key], rtol=0, atol=2e-4)
+
+
+def top_hdf5_table(path, n: int, seed: int, slots: int = 40):
+    """The top-tagging reference layout (pandas HDF5: E_i PX_i PY_i PZ_i zero-padded, is_signal_new), from toy jets."""
+    import awkward as ak
+    import numpy as np
+    import pandas as pd
+
+    jets = toy_jets(n, seed=seed)
+    columns = {}
+    for name, branch in (("E", "part_energy"), ("PX", "part_px"), ("PY", "part_py"), ("PZ", "part_pz")):
+        values = ak.to_numpy(ak.fill_none(ak.pad_none(jets[branch], slots, clip=True), 0.0)).astype(np.float32)
+        columns.update({f"{name}_{i}": values[:, i] for i in range(slots)})
+    frame = pd.DataFrame(columns)
+    frame["is_signal_new"] = np.asarray(jets["label_Tbqq"], dtype=np.int64)
+    frame.to_hdf(path, key="table", mode="w")
+    return path
+
+
+def test_kin_pretraining_finetunes_on_the_top_tagging_table(pretrained, tmp_path):
+    """Four-momenta-only targets (the top-tagging HDF5 table): a backbone pretrained with features=kin
+    fine-tunes on it (its tensors loaded: a linear probe leaves them as they were); the kinpid backbone
+    stops with one sentence naming the features that differ."""
+    tables = {split: top_hdf5_table(tmp_path / f"{split}.h5", 96, seed=90 + i)
+              for i, split in enumerate(("train", "val", "test"))}  # fmt: skip
+    pre = tmp_path / "pre_kin"
+    result = run_cli("jettag-train", "task=contrastive", "features=kin", *files_overrides(pretrained["files"]),
+                     "data.labels=null", *TINY, *PRETRAINING, f"hydra.run.dir={pre}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    backbone = pre / "checkpoints" / "best.ckpt"
+    target = ["data=toplandscape", "features=kin", *files_overrides(tables), *TINY, "task.freeze_backbone=true"]
+    tuned_dir = tmp_path / "tuned"
+    result = run_cli("jettag-train", "task=finetune", f"task.backbone={backbone}", *target,
+                     f"hydra.run.dir={tuned_dir}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = load(backbone)["state_dict"]
+    tuned = load(tuned_dir / "checkpoints" / "last.ckpt")["state_dict"]
+    kept = [k for k in state if k.startswith("model.") and not k.startswith("model.head.")]
+    assert len(kept) > 30 and all(torch.equal(tuned[k], state[k]) for k in kept)
+    assert state["model.embed.input_bn.weight"].shape[0] == 7  # the kin features (REFERENCE section 2)
+    assert tuned["model.head.weight"].shape == (2, 16)
+    kinpid = pretrained["contrastive"] / "checkpoints" / "best.ckpt"
+    result = run_cli("jettag-train", "task=finetune", f"task.backbone={kinpid}", *target,
+                     f"hydra.run.dir={tmp_path / 'refused'}")  # fmt: skip
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert str(kinpid) in last and "(part_charge, part_isChargedHadron" in last and "only there" in last
+    assert "pretrain a backbone on the features they do carry (e.g. features=kin" in last
+    assert "Traceback" not in result.stderr
