@@ -258,6 +258,7 @@ class Study:
         tried = {
             float(r["lr"]): r for r in rows if r["method"] == "scratch_lr" and int(r["budget"]) == budget
         }
+
         def candidate(lr):
             row = self.cell("scratch_lr", budget, 0, steps, lr,
                             ["experiment=study_scratch", f"task.optimizer.lr={lr}"],

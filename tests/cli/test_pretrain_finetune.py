@@ -287,7 +287,9 @@ def top_hdf5_table(path, n: int, seed: int, slots: int = 40):
     jets = toy_jets(n, seed=seed)
     columns = {}
     for name, branch in (("E", "part_energy"), ("PX", "part_px"), ("PY", "part_py"), ("PZ", "part_pz")):
-        values = ak.to_numpy(ak.fill_none(ak.pad_none(jets[branch], slots, clip=True), 0.0)).astype(np.float32)
+        values = ak.to_numpy(ak.fill_none(ak.pad_none(jets[branch], slots, clip=True), 0.0)).astype(
+            np.float32
+        )
         columns.update({f"{name}_{i}": values[:, i] for i in range(slots)})
     frame = pd.DataFrame(columns)
     frame["is_signal_new"] = np.asarray(jets["label_Tbqq"], dtype=np.int64)
@@ -306,7 +308,13 @@ def test_kin_pretraining_finetunes_on_the_top_tagging_table(pretrained, tmp_path
                      "data.labels=null", *TINY, *PRETRAINING, f"hydra.run.dir={pre}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     backbone = pre / "checkpoints" / "best.ckpt"
-    target = ["data=toplandscape", "features=kin", *files_overrides(tables), *TINY, "task.freeze_backbone=true"]
+    target = [
+        "data=toplandscape",
+        "features=kin",
+        *files_overrides(tables),
+        *TINY,
+        "task.freeze_backbone=true",
+    ]
     tuned_dir = tmp_path / "tuned"
     result = run_cli("jettag-train", "task=finetune", f"task.backbone={backbone}", *target,
                      f"hydra.run.dir={tuned_dir}")  # fmt: skip
