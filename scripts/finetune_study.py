@@ -107,6 +107,7 @@ class Study:
         self.runs = Path(args.runs).resolve() if args.runs else self.data / "runs"
         self.results = self.out / "results.csv"
         self.lock = threading.Lock()
+        self.subset_lock = threading.Lock()
 
     # --- one jettag-train run -------------------------------------------------------------------
     def train(self, overrides: list[str], run_dir: Path) -> float:
@@ -204,8 +205,12 @@ class Study:
     def subset(self, n: int, seed: int) -> Path:
         """The first n jets of a seed-fixed permutation of the pool, as a ROOT file (written once)."""
         path = self.data / "subsets" / f"labelled_{n}_seed{seed}.root"
-        if path.is_file():
-            return path
+        with self.subset_lock:  # runs side by side (--jobs) may ask for the same subset at once
+            if not path.is_file():
+                self.write_subset(path, n, seed)
+        return path
+
+    def write_subset(self, path: Path, n: int, seed: int) -> None:
         from jettag.generate.writer import write_jetclass_root
 
         pool = sorted((self.data / "topqcd").glob("pool_*.root"))
@@ -219,7 +224,6 @@ class Study:
         partial = path.with_name(path.stem + ".partial.root")
         write_jetclass_root(partial, columns, compression="zlib", aux="aux_genpart_pt" in columns)
         os.replace(partial, path)
-        return path
 
     def common(self, budget: int, seed: int, steps: int) -> list[str]:
         d = self.data
