@@ -12,6 +12,9 @@ import csv
 import json
 from types import SimpleNamespace
 
+import awkward as ak
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from helpers import JETCLASS_LABELS, run_cli, toy_jets, write_root
@@ -280,10 +283,6 @@ def test_finetune_every_model_from_its_checkpoint(toy_root_files, tmp_path):
 
 def top_hdf5_table(path, n: int, seed: int, slots: int = 40):
     """The top-tagging reference layout (pandas HDF5: E_i PX_i PY_i PZ_i zero-padded, is_signal_new), from toy jets."""
-    import awkward as ak
-    import numpy as np
-    import pandas as pd
-
     jets = toy_jets(n, seed=seed)
     columns = {}
     for name, branch in (("E", "part_energy"), ("PX", "part_px"), ("PY", "part_py"), ("PZ", "part_pz")):
