@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import load_script
+import uproot
+from helpers import load_script, toy_jets, write_root
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +207,47 @@ def test_a_set_with_other_jets_than_the_results_stops_the_study(study_module, tm
     (tmp_path / "out" / "results.csv").unlink()
     with pytest.raises(SystemExit, match=r"val\.root holds other jets"):
         run_study(study_module, tmp_path, ["--methods", "scratch", *ONE_BUDGET])
+
+
+def test_two_cells_at_a_time_plan_the_same_cells(study_module, tmp_path, monkeypatch):
+    """--jobs 2 (the scratch candidates too) ends with the results of --jobs 1, each cell once."""
+    results = {}
+    for jobs in (1, 2):
+        calls = []
+        fake_runs(monkeypatch, study_module, calls)
+        rows = run_study(study_module, tmp_path / f"jobs{jobs}", extra=["--jobs", str(jobs)])
+        results[jobs] = sorted((r["method"], r["budget"], r["seed"], r["lr"], r["rej50"]) for r in rows)
+        assert len(results[jobs]) == len(set(results[jobs]))
+    assert results[1] == results[2]
+
+
+def test_a_subset_asked_for_by_two_runs_at_once_is_written_once(study_module, tmp_path):
+    """Cells side by side ask for the same labelled subset: every caller gets the whole subset (the
+    first n jets of the seed's permutation of the pool, worked here with numpy)."""
+    pool = [toy_jets(30, seed=1), toy_jets(25, seed=2)]
+    (tmp_path / "data" / "topqcd").mkdir(parents=True)
+    for i, jets in enumerate(pool):
+        write_root(tmp_path / "data" / "topqcd" / f"pool_{i}.root", jets)
+    study = study_module.Study(
+        study_module.parse_args(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
+    )
+    barrier, paths, errors = threading.Barrier(4), [], []
+
+    def ask():
+        barrier.wait()
+        try:
+            paths.append(study.subset(40, 3))
+        except Exception as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(paths)) == 1
+    pt = np.concatenate([np.asarray(j["jet_pt"]) for j in pool])
+    expected = pt[np.random.default_rng(3).permutation(len(pt))[:40]]
+    written = uproot.open(paths[0])["tree"]["jet_pt"].array(library="np")
+    np.testing.assert_allclose(written, expected, rtol=1e-6)
+    assert not list(paths[0].parent.glob("*.partial.root"))
