@@ -115,6 +115,26 @@ def toy_jets(n_jets: int, seed: int = 0, classes=("label_QCD", "label_Tbqq")) ->
     return branches
 
 
+def top_tagging_table(n_jets: int, seed: int = 0, slots: int = 60):
+    """Toy jets in the original top-tagging HDF5 layout, a pandas DataFrame written independently of jettag:
+    E_i PX_i PY_i PZ_i (float32, zero-padded, pT order kept), truthE, ttv and is_signal_new (1 = top).
+    Write it as the original files are: `frame.to_hdf(path, key="table", mode="w")`."""
+    import pandas as pd
+
+    jets = toy_jets(n_jets, seed=seed)
+    columns = {}
+    for name, branch in (("E", "part_energy"), ("PX", "part_px"), ("PY", "part_py"), ("PZ", "part_pz")):
+        padded = ak.fill_none(ak.pad_none(jets[branch], slots, clip=True), 0.0)
+        values = ak.to_numpy(padded).astype(np.float32)
+        for i in range(slots):
+            columns[f"{name}_{i}"] = values[:, i]
+    frame = pd.DataFrame(columns)
+    frame["truthE"] = 0.0
+    frame["ttv"] = 0
+    frame["is_signal_new"] = np.asarray(jets["label_Tbqq"], dtype=np.int64)
+    return frame
+
+
 def write_root(path, branches: dict, treename: str = "tree") -> str:
     """A TTree as JetClass has it: jagged part_* branches sharing one counter, jet and label branches."""
     particles = {k[len("part_") :]: v for k, v in branches.items() if k.startswith("part_")}

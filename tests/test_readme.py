@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import JETCLASS_LABELS, toy_jets, write_parquet, write_root
+from helpers import JETCLASS_LABELS, top_tagging_table, toy_jets, write_parquet, write_root
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -101,16 +101,7 @@ def workdir(tmp_path_factory):
         write_root(base / "JetClass" / "groups" / f"{name}_0.root",
                    {k: v for k, v in jets.items() if not k.startswith("label_")})  # fmt: skip
     # the original top-tagging HDF5 table: E_i PX_i PY_i PZ_i (zero-padded), is_signal_new
-    import awkward as ak
-    import pandas as pd
-
-    jets = toy_jets(60, seed=70)
-    table = {}
-    for column, branch in (("E", "part_energy"), ("PX", "part_px"), ("PY", "part_py"), ("PZ", "part_pz")):
-        padded = ak.to_numpy(ak.fill_none(ak.pad_none(jets[branch], 80, clip=True), 0.0))
-        table |= {f"{column}_{i}": padded[:, i] for i in range(80)}
-    frame = pd.DataFrame(table)
-    frame["is_signal_new"] = jets["label_Tbqq"].astype(int)
+    frame = top_tagging_table(60, seed=70, slots=80)
     frame.to_hdf(base / "top" / "train.h5", key="table", mode="w")
     return base
 

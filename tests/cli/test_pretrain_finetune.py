@@ -12,12 +12,9 @@ import csv
 import json
 from types import SimpleNamespace
 
-import awkward as ak
-import numpy as np
-import pandas as pd
 import pytest
 import torch
-from helpers import JETCLASS_LABELS, run_cli, toy_jets, write_root
+from helpers import JETCLASS_LABELS, run_cli, top_tagging_table, toy_jets, write_root
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from test_config_keys import call
@@ -281,27 +278,14 @@ def test_finetune_every_model_from_its_checkpoint(toy_root_files, tmp_path):
                 torch.testing.assert_close(tuned[key], sources[name][key], rtol=0, atol=2e-4)
 
 
-def top_hdf5_table(path, n: int, seed: int, slots: int = 40):
-    """The top-tagging reference layout (pandas HDF5: E_i PX_i PY_i PZ_i zero-padded, is_signal_new), from toy jets."""
-    jets = toy_jets(n, seed=seed)
-    columns = {}
-    for name, branch in (("E", "part_energy"), ("PX", "part_px"), ("PY", "part_py"), ("PZ", "part_pz")):
-        values = ak.to_numpy(ak.fill_none(ak.pad_none(jets[branch], slots, clip=True), 0.0)).astype(
-            np.float32
-        )
-        columns.update({f"{name}_{i}": values[:, i] for i in range(slots)})
-    frame = pd.DataFrame(columns)
-    frame["is_signal_new"] = np.asarray(jets["label_Tbqq"], dtype=np.int64)
-    frame.to_hdf(path, key="table", mode="w")
-    return path
-
-
 def test_kin_pretraining_finetunes_on_the_top_tagging_table(pretrained, tmp_path):
     """Four-momenta-only targets (the top-tagging HDF5 table): a backbone pretrained with features=kin
     fine-tunes on it (its tensors loaded: a linear probe leaves them as they were); the kinpid backbone
     stops with one sentence naming the features that differ."""
-    tables = {split: top_hdf5_table(tmp_path / f"{split}.h5", 96, seed=90 + i)
-              for i, split in enumerate(("train", "val", "test"))}  # fmt: skip
+    tables = {}
+    for i, split in enumerate(("train", "val", "test")):
+        tables[split] = tmp_path / f"{split}.h5"
+        top_tagging_table(96, seed=90 + i, slots=40).to_hdf(tables[split], key="table", mode="w")
     pre = tmp_path / "pre_kin"
     result = run_cli("jettag-train", "task=contrastive", "features=kin", *files_overrides(pretrained["files"]),
                      "data.labels=null", *TINY, *PRETRAINING, f"hydra.run.dir={pre}")  # fmt: skip

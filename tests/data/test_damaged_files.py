@@ -26,11 +26,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import uproot
-from helpers import run_cli, toy_jets
+from helpers import run_cli, top_tagging_table, toy_jets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_bad_data import write_in_baskets
-from test_hdf5_convert import top_table
 
 import jettag
 from jettag.data import JetDataModule
@@ -121,7 +120,7 @@ def files(tmp_path_factory):
     made["rntuple"] = str(base / "rntuple.root")
     made["parquet"] = str(base / "table.parquet")
     ak.to_parquet(ak.Array(dict(jets)), made["parquet"], row_group_size=100)
-    frame = top_table(150, seed=12)
+    frame = top_tagging_table(150, seed=12)
     frame.to_hdf(base / "table.h5", key="table", mode="w")
     made["hdf5"] = str(base / "table.h5")
     parts = {

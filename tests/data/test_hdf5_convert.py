@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import uproot
 import vector
-from helpers import run_cli, toy_jets
+from helpers import run_cli, top_tagging_table
 
 from jettag.cli.convert import main as convert_main
 from jettag.data import JetDataModule
@@ -20,26 +20,10 @@ KIN = FeatureSet.from_config(
 )
 
 
-def top_table(n: int, seed: int) -> pd.DataFrame:
-    """The landscape layout, written with pandas independently of jettag: E_i PX_i PY_i PZ_i, zero-padded."""
-    jets = toy_jets(n, seed=seed)
-    columns = {}
-    for name, branch in (("E", "part_energy"), ("PX", "part_px"), ("PY", "part_py"), ("PZ", "part_pz")):
-        padded = ak.fill_none(ak.pad_none(jets[branch], SLOTS, clip=True), 0.0)
-        values = ak.to_numpy(padded).astype(np.float32)
-        for i in range(SLOTS):
-            columns[f"{name}_{i}"] = values[:, i]
-    frame = pd.DataFrame(columns)
-    frame["truthE"] = 0.0
-    frame["ttv"] = 0
-    frame["is_signal_new"] = np.asarray(jets["label_Tbqq"], dtype=np.int64)
-    return frame
-
-
 @pytest.fixture(scope="module")
 def table_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("h5") / "train.h5"
-    frame = top_table(70, seed=7)
+    frame = top_tagging_table(70, seed=7, slots=SLOTS)
     frame.to_hdf(path, key="table", mode="w")  # the original files use pandas' default (fixed) format
     return path, frame
 
