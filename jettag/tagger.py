@@ -38,9 +38,8 @@ from jettag.errors import ConfigError, DataError
 from jettag.features.variables import required_branches
 from jettag.inference import TrainedModel, load_trained, score_chunk
 
-DEFAULT_CHUNK = (
-    10_000  # jets built at a time: memory is bounded by this (~25 MB per 1,000), not by the input size
-)
+# jets built at a time: memory is bounded by this (~25 MB per 1,000), not by the input size
+DEFAULT_CHUNK = 10_000
 DEFAULT_BATCH = {"cpu": 256, "other": 1024}  # jets per batch: a CPU gains nothing from more, and holds less
 IN_MEMORY = "the jets given to predict"  # how in-memory jets are named in messages
 
